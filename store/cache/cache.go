@@ -273,6 +273,11 @@ type cache struct {
 	st   storage
 	opts options
 
+	// pubMu serialises changes to storage (publish, remove) so that they
+	// stay consistent with the index without holding mu, which Get takes,
+	// across file-system calls. Lock order: pubMu, then mu.
+	pubMu sync.Mutex
+
 	mu      sync.Mutex
 	closed  bool
 	index   map[keyHash]*entry
@@ -378,17 +383,22 @@ func (c *cache) Get(ctx context.Context, key string) (Reader, error) {
 		if !errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("opening cache entry %q: %w", key, err)
 		}
-		// The value went missing or was damaged under us (outside the
-		// cache's control): forget it, unless it was replaced meanwhile.
-		log.G(ctx).WithError(err).WithField("key", key).Warn("cache entry lost from storage, dropping it")
+		// Evicted since the lookup, or missing or damaged in storage
+		// (outside the cache's control): then forget it.
+		c.pubMu.Lock()
 		c.mu.Lock()
-		if c.index[h] == e {
+		drop := c.index[h] == e
+		if drop {
 			c.drop(e)
+		}
+		c.mu.Unlock()
+		if drop {
+			log.G(ctx).WithError(err).WithField("key", key).Warn("cache entry lost from storage, dropping it")
 			if err := c.st.remove(h); err != nil {
 				log.G(ctx).WithError(err).WithField("key", key).Warn("removing damaged cache entry")
 			}
 		}
-		c.mu.Unlock()
+		c.pubMu.Unlock()
 		return nil, c.miss(key)
 	}
 	if touch {
@@ -442,6 +452,8 @@ func (c *cache) Stats() Stats {
 
 // Close implements Cache.
 func (c *cache) Close() error {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -458,31 +470,40 @@ func (c *cache) Close() error {
 func (c *cache) commit(ctx context.Context, key string, p pending, size int64) error {
 	h := hashKey(key)
 	now := c.opts.now()
+	c.pubMu.Lock()
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return errClosed(fmt.Sprintf("committing %q", key))
-	}
-	if e, ok := c.index[h]; ok {
+	closed := c.closed
+	e, present := c.index[h]
+	if present {
 		// Same key, same bytes: keep the stored value.
 		c.unlink(e)
 		c.pushFront(e)
-		c.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if closed || present {
+		c.pubMu.Unlock()
+		if closed {
+			return errClosed(fmt.Sprintf("committing %q", key))
+		}
 		discard(ctx, key, p)
 		return nil
 	}
+	// Nothing else publishes or removes while pubMu is held, so the key is
+	// still absent.
 	if err := p.publish(h, now); err != nil {
-		c.mu.Unlock()
+		c.pubMu.Unlock()
 		return fmt.Errorf("committing cache entry %q: %w", key, err)
 	}
+	c.mu.Lock()
 	c.insert(&entry{h: h, size: size, touched: now.UnixNano()})
 	evicted := c.evictOver()
+	c.mu.Unlock()
 	for _, e := range evicted {
 		if err := c.st.remove(e.h); err != nil {
 			log.G(ctx).WithError(err).WithField("hash", e.h.String()).Warn("removing evicted cache entry")
 		}
 	}
-	c.mu.Unlock()
+	c.pubMu.Unlock()
 
 	c.commits.Add(1)
 	c.observe(Event{Kind: EventCommit, Key: key, Size: size})

@@ -503,3 +503,35 @@ func TestEventKindString(t *testing.T) {
 	}
 	assert.Equal(t, []string{"hit", "miss", "commit", "evict", "verify_failure", "EventKind(6)"}, names)
 }
+
+// TestObserver checks the events and that the observer may call the cache
+// (it runs outside the cache's locks).
+func TestObserver(t *testing.T) {
+	forEach(t, func(t *testing.T, open func(testing.TB, ...Option) Cache) {
+		var (
+			c      Cache
+			events []Event
+			stats  []Stats
+		)
+		c = open(t, WithMaxEntries(1), WithObserver(func(e Event) {
+			events = append(events, e)
+			stats = append(stats, c.Stats())
+		}))
+		put(t, c, "a", []byte("aa"))
+		_, err := get(t, c, "a")
+		require.NoError(t, err)
+		put(t, c, "b", []byte("bbb"))
+		_, err = get(t, c, "a")
+		require.Error(t, err)
+		assert.Equal(t, []Event{
+			{Kind: EventCommit, Key: "a", Size: 2},
+			{Kind: EventHit, Key: "a", Size: 2},
+			{Kind: EventCommit, Key: "b", Size: 3},
+			{Kind: EventEvict, Size: 2},
+			{Kind: EventMiss, Key: "a"},
+		}, events)
+		require.Len(t, stats, 5)
+		assert.Equal(t, uint64(1), stats[4].Misses)
+		assert.Equal(t, 1, stats[4].Entries)
+	})
+}

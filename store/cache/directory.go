@@ -33,6 +33,9 @@ const (
 // values left half-written by an earlier run, and rebuilds the LRU index from
 // the committed values, least recently used first by modification time,
 // evicting past the bounds. Files in dir other than its own are left alone.
+//
+// The byte bound counts the committed values' lengths; values being written
+// (at most the bound each) come on top until they are committed or discarded.
 func NewDirectory(dir string, opts ...Option) (_ Cache, retErr error) {
 	o := makeOptions(DefaultDirectoryMaxBytes, DefaultDirectoryMaxEntries, opts)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
