@@ -61,7 +61,7 @@ func TestOverlayOnRemoteLayer(t *testing.T) {
 	mp1, mp2 := remoteChain(t, sn, fs)
 
 	// A container on the top lazy layer sees both layers and can write.
-	mounts, err := sn.Prepare(ctx, "container", "l2")
+	mounts, err := sn.Prepare(ctx, "container", l2Name)
 	require.NoError(t, err)
 	require.Equal(t, "overlay", mounts[0].Type)
 	assert.Equal(t, []string{mp2, mp1}, lowerdirs(t, mounts[0]))

@@ -109,7 +109,7 @@ type Event struct {
 	Kind EventKind
 	// Key is the active key passed to Prepare (empty for restores/unmounts).
 	Key string
-	// Name is the committed snapshot name (the target chain ID).
+	// Name is the remote snapshot's name, RemoteName(chain ID, parent).
 	Name string
 	// Mountpoint is the directory the lazy layer is (or was to be) mounted on.
 	Mountpoint string

@@ -10,13 +10,15 @@
 // containerd's unpacker calls Prepare with the label
 // "containerd.io/snapshot.ref" set to the layer's chain ID plus the layer
 // descriptor's "containerd.io/snapshot/..." annotations. When those include
-// LabelTOCDigest, the snapshotter creates the active snapshot, commits it under
-// the chain ID (labels: the Prepare labels plus LabelRemote), mounts the lazy
-// layer on the committed snapshot's directory and answers an error wrapping
+// LabelTOCDigest, the snapshotter creates the active snapshot, commits it as
+// RemoteName(chain ID, parent) with the Prepare labels plus LabelRemote, mounts
+// the lazy layer on that snapshot's directory and answers an error wrapping
 // errdefs.ErrAlreadyExists; containerd then finds the committed snapshot by
 // its snapshot.ref label and parent and skips the download. If the mount
 // fails the caller gets a normal active snapshot (a "fallback": containerd
-// downloads and unpacks the layer) and the log, the observers and Stats say so.
+// downloads and unpacks the layer) and the log, the observers and Stats say
+// so. Prepare never answers ErrAlreadyExists for a lazy layer without the
+// snapshot.ref label (containerd 1.6 would turn it into an unknown error).
 //
 // Where the lazy layer is mounted: on the overlay snapshotter's own
 // per-snapshot directory, <root>/snapshots/<id>/fs. It is never computed
@@ -137,7 +139,7 @@ type snapshotter struct {
 	observers    []func(Event)
 	logCtx       context.Context // carries the constructor's logger for Close
 
-	targetLocks keyedLocks // by snapshot name: remote Prepare vs Remove
+	targetLocks keyedLocks // by snapshot name: remote Prepare vs Remove of it
 	mountLocks  keyedLocks // by mountpoint: Mount/remount
 
 	mu      sync.Mutex
@@ -303,8 +305,8 @@ func (s *snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 }
 
 // Prepare creates an active snapshot, or, for a lazy layer (see the package
-// documentation), commits a remote snapshot under the snapshot.ref label's
-// name and returns an error wrapping errdefs.ErrAlreadyExists.
+// documentation), commits a remote snapshot named RemoteName(snapshot.ref
+// label, parent) and returns an error wrapping errdefs.ErrAlreadyExists.
 func (s *snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
 	var base snapshots.Info
 	for _, o := range opts {
@@ -410,15 +412,30 @@ func (s *snapshotter) Close() error {
 	return s.closeErr
 }
 
+// RemoteName is the name under which Prepare commits the lazy layer whose
+// chain ID is target on top of the snapshot parent: target itself for a
+// bottom layer, else "<target>@<parent>". The parent is part of the name
+// because containerd's metadata store gives every namespace its own parent
+// names, so the same layer pulled into two namespaces needs two snapshots
+// (containerd finds them by their snapshot.ref label and parent, never by
+// name).
+func RemoteName(target, parent string) string {
+	if parent == "" {
+		return target
+	}
+	return target + "@" + parent
+}
+
 // prepareRemote is Prepare for a lazy layer.
 func (s *snapshotter) prepareRemote(ctx context.Context, key, parent, target string, labels map[string]string, opts []snapshots.Opt) ([]mount.Mount, error) {
+	name := RemoteName(target, parent)
 	ctx = log.WithLogger(ctx, log.G(ctx).WithFields(log.Fields{"key": key, "parent": parent, "target": target}))
-	ev := Event{Key: key, Name: target, DOI: labels[LabelDOI], TOCDigest: labels[LabelTOCDigest]}
-	unlock := s.targetLocks.lock(target)
+	ev := Event{Key: key, Name: name, DOI: labels[LabelDOI], TOCDigest: labels[LabelTOCDigest]}
+	unlock := s.targetLocks.lock(name)
 	defer unlock()
 
-	// Another namespace (or an earlier pull) may have made this layer.
-	if s.reusable(ctx, target, parent) {
+	// A retry, or another pull into the same namespace, may have made it.
+	if s.reusable(ctx, name, target, parent) {
 		log.G(ctx).WithField(logKeyPrepared, "true").Debug("remote snapshot already exists")
 		return nil, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 	}
@@ -436,15 +453,15 @@ func (s *snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		LabelRemote:                RemoteLabelValue,
 		snapshots.LabelSnapshotRef: target,
 	}))
-	if err := s.inner.Commit(ctx, target, key, commitOpts...); err != nil {
+	if err := s.inner.Commit(ctx, name, key, commitOpts...); err != nil {
 		// key is still active and empty: hand it out as a normal snapshot.
-		return s.fallback(ctx, ev, fmt.Errorf("committing %q: %w", target, err), key, parent, mounts)
+		return s.fallback(ctx, ev, fmt.Errorf("committing %q: %w", name, err), key, parent, mounts)
 	}
 	if err := s.fs.Mount(ctx, mp, fsLabels(labels)); err != nil {
 		cause := fmt.Errorf("mounting lazy layer on %s: %w", mp, err)
 		// Undo the commit and give the caller key as a normal snapshot.
-		if rerr := s.inner.Remove(ctx, target); rerr != nil {
-			return nil, fmt.Errorf("%v; removing snapshot %q afterwards: %w", cause, target, rerr)
+		if rerr := s.inner.Remove(ctx, name); rerr != nil {
+			return nil, fmt.Errorf("%v; removing snapshot %q afterwards: %w", cause, name, rerr)
 		}
 		if !s.asyncRemove {
 			s.reclaim(ctx)
@@ -455,7 +472,7 @@ func (s *snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		}
 		return s.fallback(ctx, ev, cause, key, parent, mounts)
 	}
-	s.setState(mp, &remoteState{name: target, labels: fsLabels(labels), mounted: true})
+	s.setState(mp, &remoteState{name: name, labels: fsLabels(labels), mounted: true})
 	s.mountedN.Add(1)
 	ev.Kind = EventMounted
 	s.emit(ev)
@@ -482,10 +499,10 @@ func (s *snapshotter) fallback(ctx context.Context, ev Event, cause error, key, 
 	return mounts, nil
 }
 
-// reusable reports whether target is already a usable remote snapshot on
-// parent (mounting it again if an earlier remount failed).
-func (s *snapshotter) reusable(ctx context.Context, target, parent string) bool {
-	info, err := s.inner.Stat(ctx, target)
+// reusable reports whether name is already a usable remote snapshot of
+// target on parent (mounting it again if an earlier remount failed).
+func (s *snapshotter) reusable(ctx context.Context, name, target, parent string) bool {
+	info, err := s.inner.Stat(ctx, name)
 	if err != nil {
 		if !errdefs.IsNotFound(err) {
 			log.G(ctx).WithError(err).Warn("checking for an existing remote snapshot")
@@ -494,7 +511,7 @@ func (s *snapshotter) reusable(ctx context.Context, target, parent string) bool 
 	}
 	if info.Kind != snapshots.KindCommitted || info.Parent != parent || !isRemote(info.Labels) ||
 		info.Labels[snapshots.LabelSnapshotRef] != target {
-		log.G(ctx).WithField("existing-parent", info.Parent).Warn("target name is taken by another snapshot")
+		log.G(ctx).WithField("name", name).Warn("the remote snapshot's name is taken by another snapshot")
 		return false
 	}
 	if err := s.available(ctx, refOf(info)); err != nil {

@@ -141,14 +141,35 @@ func TestPrepareRemoteReusesTarget(t *testing.T) {
 	_, err = sn.Stat(ctx, "ns2/extract")
 	require.ErrorIs(t, err, errdefs.ErrNotFound)
 
-	// On another parent the name is taken: containerd gets a normal snapshot.
+	// On another parent (another namespace's copy of the layers below) the
+	// layer is mounted again, under another name.
 	_, err = sn.Prepare(ctx, "base-tmp", "")
 	require.NoError(t, err)
 	require.NoError(t, sn.Commit(ctx, "base", "base-tmp"))
-	mounts, err := sn.Prepare(ctx, "ns3/extract", "base", labels)
+	_, err = sn.Prepare(ctx, "ns3/extract", "base", labels)
+	require.ErrorIs(t, err, errdefs.ErrAlreadyExists)
+	assert.Equal(t, []EventKind{EventMounted, EventMounted}, evs.kinds())
+	calls := fs.mountCalls()
+	require.Len(t, calls, 2)
+	assert.NotEqual(t, calls[0].Mountpoint, calls[1].Mountpoint)
+	for parent, want := range map[string]string{"": "sha256:l1", "base": RemoteName("sha256:l1", "base")} {
+		var found []string
+		filter := fmt.Sprintf(`labels.%q==%s,parent==%q`, snapshots.LabelSnapshotRef, "sha256:l1", parent)
+		require.NoError(t, sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
+			found = append(found, i.Name)
+			return nil
+		}, filter))
+		assert.Equal(t, []string{want}, found)
+	}
+
+	// A name taken by something else: containerd gets a normal snapshot.
+	_, err = sn.Prepare(ctx, "other-tmp", "")
+	require.NoError(t, err)
+	require.NoError(t, sn.Commit(ctx, RemoteName("sha256:l9", "base"), "other-tmp", snapshots.WithParent("base")))
+	mounts, err := sn.Prepare(ctx, "ns4/extract", "base", snapshots.WithLabels(layerLabels("sha256:l9", testDOI)))
 	require.NoError(t, err)
 	assert.NotEmpty(t, mounts)
-	assert.Equal(t, []EventKind{EventMounted, EventFallback}, evs.kinds())
+	assert.Equal(t, EventFallback, evs.kinds()[2])
 }
 
 func TestPrepareRemoteChain(t *testing.T) {
@@ -162,19 +183,22 @@ func TestPrepareRemoteChain(t *testing.T) {
 	require.NoError(t, sn.Commit(ctx, "base", "base-tmp"))
 	_, err = sn.Prepare(ctx, "x1", "base", snapshots.WithLabels(layerLabels("l1", testDOI)))
 	require.ErrorIs(t, err, errdefs.ErrAlreadyExists)
-	_, err = sn.Prepare(ctx, "x2", "l1", snapshots.WithLabels(layerLabels("l2", testDOI)))
+	n1 := RemoteName("l1", "base")
+	_, err = sn.Prepare(ctx, "x2", n1, snapshots.WithLabels(layerLabels("l2", testDOI)))
 	require.ErrorIs(t, err, errdefs.ErrAlreadyExists)
+	n2 := RemoteName("l2", n1)
 
-	info, err := sn.Stat(ctx, "l2")
+	info, err := sn.Stat(ctx, n2)
 	require.NoError(t, err)
-	assert.Equal(t, "l1", info.Parent)
-	info, err = sn.Stat(ctx, "l1")
+	assert.Equal(t, n1, info.Parent)
+	assert.Equal(t, "l2", info.Labels[snapshots.LabelSnapshotRef])
+	info, err = sn.Stat(ctx, n1)
 	require.NoError(t, err)
 	assert.Equal(t, "base", info.Parent)
 
 	// A container's writable layer on top: an overlay whose lower
 	// directories are the lazy layers' mountpoints, topmost first.
-	mounts, err := sn.Prepare(ctx, "container", "l2")
+	mounts, err := sn.Prepare(ctx, "container", n2)
 	require.NoError(t, err)
 	require.Len(t, mounts, 1)
 	assert.Equal(t, "overlay", mounts[0].Type)
@@ -186,7 +210,7 @@ func TestPrepareRemoteChain(t *testing.T) {
 	assert.Equal(t, calls[0].Mountpoint, lower[1])
 
 	// A read-only view of a lazy layer reads it from its mountpoint.
-	mounts, err = sn.View(ctx, "view", "l1")
+	mounts, err = sn.View(ctx, "view", n1)
 	require.NoError(t, err)
 	require.Len(t, mounts, 1)
 	assert.Equal(t, []string{calls[0].Mountpoint, lower[2]}, lowerdirs(t, mounts[0]))
@@ -243,7 +267,11 @@ func TestRemoveUnmounts(t *testing.T) {
 	}
 }
 
-// remoteChain makes two lazy layers l1 <- l2 and returns their mountpoints.
+// l2Name is the name of the lazy layer l2 that remoteChain puts on l1.
+var l2Name = RemoteName("l2", "l1")
+
+// remoteChain makes two lazy layers l1 <- l2 (named "l1" and l2Name) and
+// returns their mountpoints.
 func remoteChain(t *testing.T, sn snapshots.Snapshotter, fs *dirFS) (mp1, mp2 string) {
 	t.Helper()
 	ctx := testContext(t)
@@ -281,7 +309,7 @@ func TestRestart(t *testing.T) {
 	assert.Equal(t, Stats{Restored: 2}, sn2.(StatsReporter).Stats())
 
 	// Everything works as before.
-	mounts, err := sn2.Prepare(ctx, "container", "l2")
+	mounts, err := sn2.Prepare(ctx, "container", l2Name)
 	require.NoError(t, err)
 	assert.Equal(t, []string{mp2, mp1}, lowerdirs(t, mounts[0]))
 	_, err = sn2.Prepare(ctx, "x3", "", snapshots.WithLabels(layerLabels("l1", "10.5281/zenodo.1")))
@@ -313,7 +341,7 @@ func TestRestartMountFails(t *testing.T) {
 	assert.Equal(t, Stats{RestoreFailures: 2}, sn2.(StatsReporter).Stats())
 
 	// Unusable while the layers cannot be mounted...
-	_, err = sn2.Prepare(ctx, "container", "l2")
+	_, err = sn2.Prepare(ctx, "container", l2Name)
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
 	_, err = sn2.View(ctx, "view", "l1")
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
@@ -322,14 +350,14 @@ func TestRestartMountFails(t *testing.T) {
 
 	// ...and mounted again on first use once they can.
 	fs2.setFailMount(nil)
-	mounts, err := sn2.Prepare(ctx, "container", "l2")
+	mounts, err := sn2.Prepare(ctx, "container", l2Name)
 	require.NoError(t, err)
 	assert.Equal(t, []string{mp2, mp1}, lowerdirs(t, mounts[0]))
 	assert.Equal(t, uint64(2), sn2.(StatsReporter).Stats().Restored)
 
 	// A layer that was never mounted again can still be removed.
 	require.NoError(t, sn2.Remove(ctx, "container"))
-	require.NoError(t, sn2.Remove(ctx, "l2"))
+	require.NoError(t, sn2.Remove(ctx, l2Name))
 	require.NoError(t, sn2.Remove(ctx, "l1"))
 }
 
@@ -338,14 +366,14 @@ func TestUnhealthyLayer(t *testing.T) {
 	fs := newDirFS()
 	sn, _ := newTestSnapshotter(t, t.TempDir(), fs)
 	_, mp2 := remoteChain(t, sn, fs)
-	_, err := sn.Prepare(ctx, "container", "l2")
+	_, err := sn.Prepare(ctx, "container", l2Name)
 	require.NoError(t, err)
 
 	fs.setFailCheck(errors.New("fuse connection lost"))
 	_, err = sn.Mounts(ctx, "container")
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
 	require.ErrorContains(t, err, "fuse connection lost")
-	_, err = sn.View(ctx, "view", "l2")
+	_, err = sn.View(ctx, "view", l2Name)
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
 	_, err = sn.Prepare(ctx, "c2", "l1")
 	require.ErrorIs(t, err, errdefs.ErrUnavailable)
@@ -402,7 +430,7 @@ func TestLabels(t *testing.T) {
 	assert.Nil(t, got.Labels)
 	require.NoError(t, sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
 		assert.NotContains(t, i.Labels, upperdirLabel, i.Name)
-		if i.Name != "l1" && i.Name != "l2" {
+		if i.Name != "l1" && i.Name != l2Name {
 			assert.NotContains(t, i.Labels, LabelRemote, i.Name)
 		}
 		return nil
