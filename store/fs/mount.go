@@ -214,6 +214,35 @@ func (m *Mounted) Unmount() error {
 	return nil
 }
 
+// fuseSuperMagic is statfs's f_type of FUSE filesystems.
+const fuseSuperMagic = 0x65735546
+
+// Check reports whether the filesystem still serves: not unmounted, its FUSE
+// server running, and its mountpoint answering statfs as a FUSE mount. It
+// never calls the Layer, so a slow or unreachable remote does not make it
+// fail. Errors match errdefs.ErrUnavailable.
+func (m *Mounted) Check() error {
+	m.mu.Lock()
+	unmounted := m.unmounted
+	m.mu.Unlock()
+	select {
+	case <-m.done:
+		return fmt.Errorf("layer filesystem at %s: FUSE server stopped: %w", m.mountpoint, errdefs.ErrUnavailable)
+	default:
+	}
+	if unmounted {
+		return fmt.Errorf("layer filesystem at %s: unmounted: %w", m.mountpoint, errdefs.ErrUnavailable)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.mountpoint, &st); err != nil {
+		return fmt.Errorf("layer filesystem at %s: statfs: %w: %w", m.mountpoint, err, errdefs.ErrUnavailable)
+	}
+	if st.Type != fuseSuperMagic {
+		return fmt.Errorf("layer filesystem at %s: not mounted (filesystem type %#x): %w", m.mountpoint, st.Type, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
 // stopped reports whether the FUSE server stopped within m.wait.
 func (m *Mounted) stopped() bool {
 	t := time.NewTimer(m.wait)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -430,7 +431,9 @@ func TestUnmount(t *testing.T) {
 		m, err := Mount(context.Background(), mnt, layer)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = m.Unmount() })
+		require.NoError(t, m.Check())
 		require.NoError(t, m.Unmount())
+		assert.ErrorIs(t, m.Check(), errdefs.ErrUnavailable)
 		require.NoError(t, m.Unmount())
 		_, err = os.Stat(filepath.Join(mnt, "etc"))
 		assert.ErrorIs(t, err, os.ErrNotExist)
@@ -448,6 +451,7 @@ func TestUnmount(t *testing.T) {
 		require.NoError(t, m.Unmount())
 		_, err = os.Stat(filepath.Join(mnt, "etc"))
 		assert.ErrorIs(t, err, os.ErrNotExist, "detached from the tree")
+		assert.ErrorIs(t, m.Check(), errdefs.ErrUnavailable)
 		select {
 		case <-m.done:
 			t.Fatal("server stopped while a file is open")
