@@ -51,6 +51,7 @@ build_containerd() {
 	local tmp
 	tmp=$(mktemp -d "$CACHE/.containerd-build.XXXXXX")
 	cleanup+=("$tmp")
+	chmod 755 "$tmp"
 	local mod=github.com/containerd/containerd/v2
 	local ldflags="-s -w -X $mod/version.Version=$CONTAINERD2_VERSION -X $mod/version.Package=$mod"
 	# go install with @version ignores our own go.mod, so these are exactly
@@ -77,6 +78,7 @@ build_nerdctl() {
 	local tmp
 	tmp=$(mktemp -d "$CACHE/.nerdctl-build.XXXXXX")
 	cleanup+=("$tmp")
+	chmod 755 "$tmp"
 	# `go install nerdctl@version` is refused (nerdctl's go.mod has replace
 	# directives), so build it from a throwaway module that requires it: the
 	# requirements then resolve to nerdctl's own pins.

@@ -47,14 +47,18 @@ func NerdctlPath(t testing.TB) string {
 // NerdctlCommand returns nerdctl (see NerdctlPath) set up for the daemon before
 // args: its address and namespace, a data root, CNI config directory and
 // nerdctl.toml of its own under Dir (nothing read from /etc or written to
-// /var/lib), Debian's CNI plugins, the cgroupfs driver, and the default
-// snapshotter of WithSnapshotter. Tests pass `--net none` to `run`, which
-// needs no CNI network.
+// /var/lib), the cgroupfs driver, and the default snapshotter of
+// WithSnapshotter.
+//
+// Its CNI plugin directory is empty on purpose: nerdctl's default bridge
+// network would add a bridge, iptables rules and IPAM state to the host that
+// outlive the test. So `run` needs `--net none` (or `--net host`); with the
+// default network it fails with a missing CNI plugin error.
 func (d *Daemon) NerdctlCommand(ctx context.Context, t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	bin := NerdctlPath(t)
 	base := filepath.Join(d.dir, "nerdctl")
-	for _, sub := range []string{"data", "cni.d"} {
+	for _, sub := range []string{"data", "cni.d", "cni-bin"} {
 		if err := os.MkdirAll(filepath.Join(base, sub), 0o700); err != nil {
 			t.Fatalf("creating nerdctl directories: %v", err)
 		}
@@ -63,7 +67,7 @@ func (d *Daemon) NerdctlCommand(ctx context.Context, t testing.TB, args ...strin
 		"--address", d.address,
 		"--namespace", d.opts.namespace,
 		"--data-root", filepath.Join(base, "data"),
-		"--cni-path", "/usr/lib/cni",
+		"--cni-path", filepath.Join(base, "cni-bin"),
 		"--cni-netconfpath", filepath.Join(base, "cni.d"),
 		"--cgroup-manager", "cgroupfs",
 	}
