@@ -1,0 +1,65 @@
+package archive
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+
+	"github.com/containerd/errdefs"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+type compression int
+
+const (
+	compNone compression = iota
+	compGzip
+	compZstd
+)
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// maxZstdWindow bounds the memory a zstd stream may make the decoder use.
+const maxZstdWindow = 128 << 20
+
+// compressionOf tells the compression of a stream from its first bytes.
+func compressionOf(magic []byte) compression {
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		return compGzip
+	case bytes.HasPrefix(magic, zstdMagic):
+		return compZstd
+	}
+	return compNone
+}
+
+// decompress returns the decompressed content of r, whose compression (gzip,
+// zstd or none) is detected from its first bytes.
+func decompress(r io.Reader) (io.ReadCloser, compression, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, err := br.Peek(4)
+	if err != nil && err != io.EOF {
+		return nil, compNone, err
+	}
+	switch c := compressionOf(magic); c {
+	case compGzip:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, c, fmt.Errorf("reading gzip header: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+		return zr, c, nil
+	case compZstd:
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, c, fmt.Errorf("reading zstd header: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+		return zr.IOReadCloser(), c, nil
+	default:
+		return io.NopCloser(br), c, nil
+	}
+}
