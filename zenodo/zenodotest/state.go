@@ -107,8 +107,9 @@ func (st *state) reindex() {
 	}
 }
 
-// save writes the state atomically: a temporary file, fsync, rename, fsync
-// of the directory. Called with s.mu held after every mutation.
+// save writes the state atomically: a temporary file, rename (with fsyncs
+// of the file and the directory under WithDir). Called with s.mu held after
+// every mutation.
 func (s *Server) save() error {
 	b, err := json.MarshalIndent(s.st, "", " ")
 	if err != nil {
@@ -119,7 +120,10 @@ func (s *Server) save() error {
 		return fmt.Errorf("%w: %v", errStateWrite, err)
 	}
 	_, werr := tmp.Write(b)
-	serr := tmp.Sync()
+	var serr error
+	if !s.ownDir { // a temporary directory needs no durability
+		serr = tmp.Sync()
+	}
 	cerr := tmp.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		_ = os.Remove(tmp.Name())
@@ -129,8 +133,10 @@ func (s *Server) save() error {
 		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("%w: %v", errStateWrite, err)
 	}
-	if d, err := os.Open(s.dir); err == nil {
+	if d, err := os.Open(s.dir); err == nil && !s.ownDir {
 		_ = d.Sync()
+		_ = d.Close()
+	} else if err == nil {
 		_ = d.Close()
 	}
 	return nil
