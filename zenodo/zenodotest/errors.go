@@ -87,21 +87,33 @@ func writeInternalError(w http.ResponseWriter) {
 }
 
 // writeFaultStatus answers an injected status the way Zenodo's stack would:
-// 500 with the RDM body of fixture 83, 502/504 with nginx's HTML page, 429
-// with Retry-After, others with the legacy JSON body.
+// 500 with the RDM body of fixture 83; 502/504 with nginx's HTML page and
+// without the application's rate-limit headers (nginx answers them, not
+// Flask); 429 with Retry-After (default 1 minute); others with the legacy
+// JSON body. A positive retryAfter sets Retry-After on any status; without
+// it, the status keeps the Retry-After every response carries (seconds to
+// the rate-limit window's reset, as Zenodo).
 func writeFaultStatus(w http.ResponseWriter, status int, retryAfter time.Duration) {
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int64(math.Ceil(retryAfter.Seconds()))))
+	}
 	switch status {
 	case http.StatusInternalServerError:
 		writeInternalError(w)
 	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		for _, h := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers"} {
+			w.Header().Del(h)
+		}
+		if retryAfter <= 0 {
+			w.Header().Del("Retry-After")
+		}
 		text := fmt.Sprintf("%d %s", status, http.StatusText(status))
 		page := "<html>\r\n<head><title>" + text + "</title></head>\r\n<body>\r\n<center><h1>" + text + "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 		writeBody(w, status, "text/html", []byte(page))
 	case http.StatusTooManyRequests:
 		if retryAfter <= 0 {
-			retryAfter = time.Minute
+			w.Header().Set("Retry-After", "60")
 		}
-		w.Header().Set("Retry-After", fmt.Sprint(int64(math.Ceil(retryAfter.Seconds()))))
 		writeLegacyError(w, status, "100 per 1 minute")
 	default:
 		msg := http.StatusText(status)

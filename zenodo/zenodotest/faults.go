@@ -30,7 +30,9 @@ type Fault struct {
 	// Status replies with this status (500, 502, 503, 504, 429...) and the
 	// body Zenodo's stack gives it, instead of the route's answer.
 	Status int
-	// RetryAfter is the Retry-After of an injected 429 (default 1 minute).
+	// RetryAfter sets Retry-After on the injected status (the default for
+	// 429 is 1 minute; other statuses keep the rate-limit Retry-After every
+	// Zenodo response carries, 502/504 have none).
 	RetryAfter time.Duration
 	// ResetAfter resets the TCP connection (RST) after this many body bytes
 	// of the route's answer; 0 and -1 are off, BeforeBody cuts after the

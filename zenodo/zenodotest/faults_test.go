@@ -57,6 +57,13 @@ func TestFaultStatuses(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, r.status)
 	assert.Equal(t, "text/html", r.header.Get("Content-Type"))
 	assert.Contains(t, string(r.body), "<center>nginx</center>")
+	assert.Empty(t, r.header.Get("X-RateLimit-Limit"), "nginx's own pages lack the application's headers")
+	assert.Empty(t, r.header.Get("Retry-After"))
+
+	s.InjectFault(Fault{Status: 503, RetryAfter: time.Second})
+	r = c.do(http.MethodGet, rec, nil)
+	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+	assert.Equal(t, "1", r.header.Get("Retry-After"))
 
 	s.InjectFault(Fault{Status: 429, RetryAfter: 6500 * time.Millisecond})
 	r = c.do(http.MethodGet, rec, nil)

@@ -1,8 +1,10 @@
 package zenodotest
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -132,4 +135,43 @@ func TestLargeUploadBoundedMemory(t *testing.T) {
 	allocated := ms.TotalAlloc - before
 	t.Logf("allocated %d KiB for %d MiB up and down", allocated>>10, size>>20)
 	assert.Less(t, allocated, uint64(32<<20), "the fake must stream, not buffer")
+}
+
+func TestConcurrentUploadsNoBlobLeak(t *testing.T) {
+	s, ts := NewTestServer(t)
+	c := newAPI(t, ts.URL)
+	dep := c.create(imageMetadata("concurrent", ""))
+	bucket := link(t, dep, "bucket")
+	errs := make(chan error, 12)
+	for i := range 12 {
+		go func() {
+			key := "same"
+			if i < 8 {
+				key = "k" + strconv.Itoa(i)
+			}
+			req, err := http.NewRequest(http.MethodPut, bucket+"/"+key, bytes.NewReader(pattern(64<<10+i)))
+			if err == nil {
+				req.Header.Set("Authorization", "Bearer "+DefaultToken)
+				var res *http.Response
+				if res, err = http.DefaultClient.Do(req); err == nil {
+					res.Body.Close()
+					if res.StatusCode != http.StatusCreated {
+						err = errors.New(res.Status)
+					}
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 12 {
+		require.NoError(t, <-errs)
+	}
+	got := c.do(http.MethodGet, link(t, dep, "self"), nil).json(t)
+	assert.Len(t, got["files"], 9)
+	blobs, err := os.ReadDir(filepath.Join(s.Dir(), blobDir))
+	require.NoError(t, err)
+	assert.Len(t, blobs, 9, "replaced blobs are removed")
+	tmps, err := os.ReadDir(filepath.Join(s.Dir(), tmpDir))
+	require.NoError(t, err)
+	assert.Empty(t, tmps)
 }
