@@ -24,6 +24,8 @@ const (
 	// annotationReferenceType marks buildx attestation manifests in an index.
 	annotationReferenceType = "vnd.docker.reference.type"
 	attestationManifest     = "attestation-manifest"
+	// annotationReferenceDigest names the manifest an attestation is about.
+	annotationReferenceDigest = "vnd.docker.reference.digest"
 )
 
 // dockerManifest is one entry of a docker save manifest.json.

@@ -230,3 +230,45 @@ func checkForeignImage(t *testing.T, ctx context.Context, a *Archive, ti *testIm
 		require.True(t, images.IsLayerType(l.MediaType), l.MediaType)
 	}
 }
+
+// An archive or layout with several images has index.json as its root.
+func TestOpenSeveralImages(t *testing.T) {
+	ctx := context.Background()
+	one := newTestImage(t, testImageOpts{tiny: true})
+	two := newTestImage(t, testImageOpts{layers: []tlayer{{comp: compGzip, files: []tfile{{name: "two", typ: tar.TypeReg, data: []byte("2")}}}}})
+	cs := one.contentStore(t)
+	for d, b := range two.blobs {
+		require.NoError(t, content.WriteBlob(ctx, cs, d.String(), bytes.NewReader(b), ocispec.Descriptor{Digest: d, Size: int64(len(b))}))
+	}
+	var buf bytes.Buffer
+	require.NoError(t, archive.Export(ctx, cs, &buf,
+		archive.WithManifest(one.root, "example.org/one:1"), archive.WithManifest(two.root, "example.org/two:2")))
+	a, err := Open(ctx, bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(t, err)
+	require.NoError(t, a.Verify(ctx))
+	require.Equal(t, []string{"example.org/one:1", "example.org/two:2"}, a.Names())
+	require.Equal(t, ocispec.MediaTypeImageIndex, a.Root().MediaType)
+	ms, err := a.Manifests(ctx)
+	require.NoError(t, err)
+	require.Len(t, ms, 2)
+
+	// The same as an OCI layout directory, and written back as format v1.
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755))
+	for _, d := range a.Digests() {
+		b, err := content.ReadBlob(ctx, a, ocispec.Descriptor{Digest: d})
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), b, 0o644))
+	}
+	_, files, _ := tarFiles(t, buf.Bytes())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "index.json"), files["index.json"], 0o644))
+	root, names, err := LayoutRoot(dir)
+	require.NoError(t, err)
+	require.Equal(t, a.Root(), root)
+	require.Equal(t, a.Names(), names)
+	data, idx := writeArchive(t, LayoutProvider(dir), root)
+	require.Len(t, idx.Manifests, 2)
+	b, err := Open(ctx, bytes.NewReader(data), int64(len(data)), WithIndex(idx))
+	require.NoError(t, err)
+	require.NoError(t, b.Verify(ctx))
+}

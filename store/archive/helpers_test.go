@@ -63,6 +63,8 @@ type testImageOpts struct {
 	// tiny makes a one-layer image of a few bytes (for fuzz seeds and
 	// bad-input tests) without busybox.
 	tiny bool
+	// layers replaces the test layers (busybox is then not needed).
+	layers []tlayer
 	// gzipOnly compresses every layer with gzip (docker archives have no
 	// zstd).
 	gzipOnly bool
@@ -206,7 +208,10 @@ func newTestImage(t testing.TB, o testImageOpts) *testImage {
 		{name: "etc/", typ: tar.TypeDir},
 		{name: "etc/hostname", typ: tar.TypeReg, data: []byte("zenodo\n")},
 	}}}
-	if !o.tiny {
+	switch {
+	case o.layers != nil:
+		layers = o.layers
+	case !o.tiny:
 		busybox = readBusybox(t)
 		layers = testLayers(busybox)
 	}
@@ -275,7 +280,15 @@ func newTestImage(t testing.TB, o testImageOpts) *testImage {
 		hostDesc := ti.manifest
 		hostDesc.Platform = &ti.platform
 		other.Platform = &ocispec.Platform{OS: "linux", Architecture: ti.extraArch}
-		idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: indexType, Manifests: []ocispec.Descriptor{hostDesc, other}}
+		// A buildx attestation manifest for the host image.
+		statement := put("application/vnd.in-toto+json", []byte(`{"_type":"https://in-toto.io/Statement/v0.1"}`))
+		attCfg := put(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"unknown","os":"unknown","config":{},"rootfs":{"type":"layers","diff_ids":[]}}`))
+		attData, err := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: attCfg, Layers: []ocispec.Descriptor{statement}})
+		require.NoError(t, err)
+		att := put(ocispec.MediaTypeImageManifest, attData)
+		att.Platform = &ocispec.Platform{OS: "unknown", Architecture: "unknown"}
+		att.Annotations = map[string]string{annotationReferenceType: attestationManifest, "vnd.docker.reference.digest": hostDesc.Digest.String()}
+		idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: indexType, Manifests: []ocispec.Descriptor{hostDesc, other, att}}
 		data, err := json.Marshal(idx)
 		require.NoError(t, err)
 		ti.root = put(indexType, data)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,14 +101,14 @@ func readLimited(name string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than %d: %w", name, fi.Size(), limit, errdefs.ErrInvalidArgument)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is more than %d bytes: %w", name, limit, errdefs.ErrInvalidArgument)
 	}
-	return os.ReadFile(name)
+	return data, nil
 }
 
 // fileReaderAt is a content.ReaderAt over an open file.

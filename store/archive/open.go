@@ -98,8 +98,6 @@ type Archive struct {
 	blobs map[digest.Digest]blobLoc
 	root  ocispec.Descriptor
 	names []string
-	// walkBytes is how many bytes the header walk read (0 with an index).
-	walkBytes int64
 	// closeFn releases what Open or OpenStream acquired.
 	closeFn func() error
 
@@ -139,7 +137,6 @@ func Open(ctx context.Context, ra io.ReaderAt, size int64, opts ...OpenOption) (
 	if err != nil {
 		return nil, fmt.Errorf("opening archive: %w", err)
 	}
-	a.walkBytes = w.bytesRead
 	switch {
 	case has(w.entries, ocispec.ImageIndexFile):
 		err = a.openOCI(ctx, w.entries)

@@ -67,10 +67,12 @@ func (a *Archive) TOC(ctx context.Context, layer ocispec.Descriptor) (*seekable.
 	return toc, nil
 }
 
-// OpenFile returns the content of the file name in a seekable layer, read
-// through the layer's TOC: only the gzip members holding the bytes asked for
-// are read, and each is verified against the TOC before use. A missing file
-// is errdefs.ErrNotFound.
+// OpenFile returns the content of the regular file name (or hardlink to
+// one) in a seekable layer, read through the layer's TOC: only the gzip
+// members holding the bytes asked for are read, and each is verified against
+// the TOC before use. Symlinks are not followed (their target may be in
+// another layer). A missing file is errdefs.ErrNotFound, any other type of
+// entry errdefs.ErrInvalidArgument.
 func (a *Archive) OpenFile(ctx context.Context, layer ocispec.Descriptor, name string) (*io.SectionReader, error) {
 	toc, err := a.TOC(ctx, layer)
 	if err != nil {
@@ -79,6 +81,13 @@ func (a *Archive) OpenFile(ctx context.Context, layer ocispec.Descriptor, name s
 	e, ok := toc.Lookup(name)
 	if !ok {
 		return nil, fmt.Errorf("layer %s has no file %q: %w", layer.Digest, name, errdefs.ErrNotFound)
+	}
+	switch r := toc.Resolve(e); r.Type {
+	case seekable.TypeReg:
+	case seekable.TypeSymlink:
+		return nil, fmt.Errorf("%q in layer %s is a symlink to %q: %w", name, layer.Digest, r.Linkname, errdefs.ErrInvalidArgument)
+	default:
+		return nil, fmt.Errorf("%q in layer %s is not a regular file (%s): %w", name, layer.Digest, r.Type, errdefs.ErrInvalidArgument)
 	}
 	loc := a.blobs[layer.Digest]
 	if loc.data != nil {

@@ -53,8 +53,6 @@ type headerReader struct {
 	// budget is how many more bytes Read may return before the current
 	// Next call must have finished; it bounds a single entry's headers.
 	budget int64
-	// bytesRead counts bytes read from ra.
-	bytesRead int64
 }
 
 func (r *headerReader) Read(p []byte) (int, error) {
@@ -75,7 +73,6 @@ func (r *headerReader) Read(p []byte) (int, error) {
 		}
 		r.buf = r.buf[:n]
 		m, err := r.ra.ReadAt(r.buf, r.pos)
-		r.bytesRead += int64(m)
 		r.buf = r.buf[:m]
 		r.bufOff = r.pos
 		if m == 0 {
@@ -110,8 +107,7 @@ func (r *headerReader) Seek(offset int64, whence int) (int64, error) {
 
 // walkResult is what a header walk found.
 type walkResult struct {
-	entries   map[string]entry
-	bytesRead int64
+	entries map[string]entry
 }
 
 // walk reads the tar headers of the archive in ra and returns its files. It
@@ -137,7 +133,6 @@ func walk(ctx context.Context, ra io.ReaderAt, size int64, maxEntries int) (*wal
 		// tar reads to check the previous entry and its padding.
 		hr.budget = maxHeaderBytes + 2
 		hdr, err := tr.Next()
-		res.bytesRead = hr.bytesRead
 		if err == io.EOF {
 			// archive/tar takes a stream cut in padding or at a header
 			// boundary for a clean end; the end-of-archive blocks tell.

@@ -359,7 +359,9 @@ func (wr *writer) load(ctx context.Context, desc ocispec.Descriptor, depth int) 
 		return nil, fmt.Errorf("config of manifest %s: %w", desc.Digest, err)
 	}
 	var diffIDs []digest.Digest
-	if images.IsConfigType(m.Config.MediaType) {
+	// buildx's attestation manifests are not images to run.
+	attestation := desc.Annotations[annotationReferenceType] == attestationManifest
+	if images.IsConfigType(m.Config.MediaType) && !attestation {
 		var img ocispec.Image
 		if err := json.Unmarshal(n.config, &img); err != nil {
 			return nil, fmt.Errorf("parsing config %s: %v: %w", m.Config.Digest, err, errdefs.ErrInvalidArgument)
@@ -605,7 +607,7 @@ func (wr *writer) emit(n *node) (ocispec.Descriptor, error) {
 		p := *n.platform
 		n.rewritten.Platform = &p
 	}
-	if n.isImage {
+	if n.isImage && !slices.ContainsFunc(wr.written, func(w *node) bool { return w.rewritten.Digest == desc.Digest }) {
 		wr.written = append(wr.written, n)
 	}
 	return desc, nil
@@ -642,6 +644,20 @@ func (wr *writer) emitIndex(n *node) (ocispec.Descriptor, error) {
 		if others[c.Digest] {
 			out = append(out, c)
 			wr.planProvided(c)
+		}
+	}
+	// Attestations name the manifest they are about by digest.
+	renamed := map[string]string{}
+	for i, c := range idx.Manifests {
+		if child, ok := byDigest[c.Digest]; ok && child.manifest != nil && child.rewritten.Digest != c.Digest {
+			renamed[idx.Manifests[i].Digest.String()] = child.rewritten.Digest.String()
+		}
+	}
+	for i, c := range out {
+		if newDigest, ok := renamed[c.Annotations[annotationReferenceDigest]]; ok {
+			out[i].Annotations = maps.Clone(c.Annotations)
+			out[i].Annotations[annotationReferenceDigest] = newDigest
+			changed = true
 		}
 	}
 	raw := n.raw

@@ -86,8 +86,9 @@ func TestWriteRoundTrip(t *testing.T) {
 				got := data[b.Offset : b.Offset+b.Size]
 				require.Equal(t, b.Digest, digest.FromBytes(got), "blob %s", b.Digest)
 				require.Equal(t, b.Offset, offsets[blobPath(b.Digest)])
-				isLayer := images.IsLayerType(b.MediaType)
-				if isLayer {
+				isMetadata := images.IsIndexType(b.MediaType) || images.IsManifestType(b.MediaType) ||
+					images.IsConfigType(b.MediaType) || b.MediaType == seekable.MediaTypeTOC
+				if !isMetadata {
 					sawLayer = true
 				} else {
 					require.False(t, sawLayer, "metadata blob %s after a layer", b.Digest)
@@ -219,6 +220,53 @@ func checkManifests(t *testing.T, ctx context.Context, a *Archive, cr *countingR
 	require.True(t, bytes.Equal(ti.busybox, got))
 	_, err = a.OpenFile(ctx, m.Layers[0], "no/such/file")
 	require.ErrorIs(t, err, errdefs.ErrNotFound)
+	_, err = a.OpenFile(ctx, m.Layers[0], "bin/sh")
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument, "symlinks are not followed")
+	_, err = a.OpenFile(ctx, m.Layers[0], "bin")
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+	r, err = a.OpenFile(ctx, m.Layers[2], "etc/motd.link")
+	require.NoError(t, err)
+	got, err = io.ReadAll(r)
+	require.NoError(t, err)
+	require.Equal(t, ti.files["etc/motd"], got, "hardlinks read their target")
+}
+
+// A layer seekable gzip cannot describe (a hardlink to a file of another
+// layer) is stored as it is.
+func TestWriteUnsupportedLayer(t *testing.T) {
+	ctx := context.Background()
+	ti := newTestImage(t, testImageOpts{layers: []tlayer{
+		{comp: compGzip, files: []tfile{{name: "etc/", typ: tar.TypeDir}, {name: "etc/hostname", typ: tar.TypeReg, data: []byte("x\n")}}},
+		{comp: compGzip, files: []tfile{{name: "etc/hostname.link", typ: tar.TypeLink, link: "etc/hostname"}}},
+	}})
+	data, idx := writeArchive(t, LayoutProvider(ti.dir), ti.root)
+	a, err := Open(ctx, bytes.NewReader(data), int64(len(data)), WithIndex(idx))
+	require.NoError(t, err)
+	require.NoError(t, a.Verify(ctx))
+	ms, err := a.Manifests(ctx)
+	require.NoError(t, err)
+	var m ocispec.Manifest
+	b, err := content.ReadBlob(ctx, a, ms[0])
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.Contains(t, m.Layers[0].Annotations, seekable.AnnotationTOCDigest)
+	require.Equal(t, ti.layers[1], m.Layers[1], "unsupported layer kept as it was")
+}
+
+func TestWriteProgress(t *testing.T) {
+	ti := newTestImage(t, testImageOpts{tiny: true})
+	done := map[string]map[digest.Digest]int64{}
+	_, idx := writeArchive(t, LayoutProvider(ti.dir), ti.root, WithConcurrency(1), WithProgress(func(p Progress) {
+		if done[p.Stage] == nil {
+			done[p.Stage] = map[digest.Digest]int64{}
+		}
+		require.GreaterOrEqual(t, p.Done, done[p.Stage][p.Desc.Digest])
+		done[p.Stage][p.Desc.Digest] = p.Done
+	}))
+	require.Equal(t, ti.layers[0].Size, done["convert"][ti.layers[0].Digest])
+	for _, b := range idx.Blobs {
+		require.Equal(t, b.Size, done["write"][b.Digest], "blob %s", b.Digest)
+	}
 }
 
 func TestWriteSkipMissing(t *testing.T) {
@@ -241,8 +289,10 @@ func TestWriteSkipMissing(t *testing.T) {
 	b, err := content.ReadBlob(ctx, a, a.Root())
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &root))
-	require.Len(t, root.Manifests, 1)
+	require.Len(t, root.Manifests, 2, "host platform and its attestation")
 	require.Equal(t, ti.platform.Architecture, root.Manifests[0].Platform.Architecture)
+	require.Equal(t, idx.Manifests[0].Digest, root.Manifests[0].Digest)
+	require.Equal(t, root.Manifests[0].Digest.String(), root.Manifests[1].Annotations[annotationReferenceDigest], "attestation follows the rewritten manifest")
 
 	// With preserved layers the index still loses the missing platform.
 	_, idx = writeArchive(t, provider, ti.root, WithSkipMissing(), WithPreserveLayers())
