@@ -112,7 +112,11 @@
 //   - Error bodies: {"message", "status"} for 401 (fixtures 80, 82, same
 //     text) and 404 "PID does not exist." (fixture 81); 500 {"error_id",
 //     "message", "status"} (fixture 83); 400 validation bodies of the RDM era;
-//     502/504 as nginx HTML pages.
+//     injected 502/504 as nginx HTML pages without the application's
+//     rate-limit headers. Note for clients: since every application response
+//     carries Retry-After (seconds to the window's reset, up to 60), a client
+//     that sleeps for Retry-After on a 500/503 waits up to a minute, on
+//     Zenodo as here; Fault.RetryAfter sets it explicitly.
 //   - JSON records carry ETag "<revision>" (fixtures 01, 30, 36).
 //   - Tokens: Authorization: Bearer, or ?access_token= (redacted in the
 //     request log); each token is a separate user.
