@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -522,6 +523,32 @@ func TestBudgetFollowsServer(t *testing.T) {
 	_, err = c3.GetRecord(context.Background(), "1")
 	require.NoError(t, err)
 	assert.Equal(t, []time.Duration{defaultPause}, clk3.Sleeps())
+}
+
+func TestAvailable(t *testing.T) {
+	clk := newFakeClock()
+	c, err := New("http://127.0.0.1:1/prefix/", WithRateLimit(60, 6), withClock(clk))
+	require.NoError(t, err)
+	assert.Equal(t, 6, c.Available())
+	_, err = c.budget.wait(context.Background(), false)
+	require.NoError(t, err)
+	assert.Equal(t, 5, c.Available())
+	c.budget.done(http.Header{"X-Ratelimit-Remaining": {"2"}, "Retry-After": {"10"}}, http.StatusOK)
+	assert.Equal(t, 2, c.Available())
+	clk.Sleep(context.Background(), 11*time.Second)
+	assert.Equal(t, 6, c.Available())
+	off, err := New(ProductionURL, WithRateLimit(0, 0))
+	require.NoError(t, err)
+	assert.Equal(t, math.MaxInt32, off.Available())
+
+	// A base path prefix is kept in every URL; links resolve against it.
+	assert.Equal(t, "http://127.0.0.1:1/prefix/api/records/1/files/a%20b%2Fc", c.endpoint(nil, "api", "records", "1", "files", "a b/c"))
+	u, err := c.resolveLink("/api/files/x")
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:1/api/files/x", u)
+	u, err = c.resolveLink("api/files/x")
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:1/prefix/api/files/x", u)
 }
 
 func TestBudgetDone(t *testing.T) {

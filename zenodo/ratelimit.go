@@ -3,6 +3,7 @@ package zenodo
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -201,4 +202,26 @@ func headerInt(h http.Header, name string) (int, bool) {
 		return 0, false
 	}
 	return int(n), true
+}
+
+// Available is how many requests could start now without waiting for the
+// client's request budget or the server's reported window (math.MaxInt32
+// when neither limits). A prefetcher uses it to leave room for on-demand
+// reads; it reserves nothing.
+func (c *Client) Available() int { return c.budget.available() }
+
+func (b *budget) available() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	n := math.MaxInt32
+	for _, l := range []*rate.Limiter{b.minute, b.hour} {
+		if l != nil {
+			n = min(n, int(math.Floor(l.TokensAt(now))))
+		}
+	}
+	if now.Before(b.windowEnd) {
+		n = min(n, b.allowance)
+	}
+	return max(n, 0)
 }
