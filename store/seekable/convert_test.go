@@ -18,16 +18,17 @@ import (
 )
 
 func TestConvertRoundTrip(t *testing.T) {
-	bigTar := buildTar(t, standardEntries(true))
 	smallTar := buildTar(t, standardEntries(false))
 	tests := []struct {
 		name     string
+		big      bool // the shared big layer, converted with defaults
 		tar      []byte
 		opts     []Option
 		min, max int64
 	}{
-		{name: "defaults", tar: bigTar, min: DefaultMinMemberSize, max: DefaultMaxMemberSize},
-		{name: "member per file", tar: bigTar, opts: []Option{WithMinMemberSize(0)}, min: 0, max: DefaultMaxMemberSize},
+		{name: "defaults", big: true, min: DefaultMinMemberSize, max: DefaultMaxMemberSize},
+		{name: "defaults small", tar: smallTar, min: DefaultMinMemberSize, max: DefaultMaxMemberSize},
+		{name: "member per file", tar: smallTar, opts: []Option{WithMinMemberSize(0)}, min: 0, max: DefaultMaxMemberSize},
 		{name: "one thread level 1", tar: smallTar, opts: []Option{WithConcurrency(1), WithLevel(1)}, min: DefaultMinMemberSize, max: DefaultMaxMemberSize},
 		{name: "tiny members", tar: smallTar, opts: []Option{WithMinMemberSize(1000), WithMaxMemberSize(4096), WithConcurrency(4), WithLevel(9)}, min: 1000, max: 4096},
 		{name: "odd max", tar: smallTar, opts: []Option{WithMinMemberSize(0), WithMaxMemberSize(777), WithLevel(0)}, min: 0, max: 777},
@@ -39,6 +40,11 @@ func TestConvertRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.big {
+				tarBytes, out, res := bigLayer(t)
+				checkLayer(t, tarBytes, out, res, tt.min, tt.max)
+				return
+			}
 			out, res := convert(t, tt.tar, tt.opts...)
 			checkLayer(t, tt.tar, out, res, tt.min, tt.max)
 		})
@@ -46,9 +52,7 @@ func TestConvertRoundTrip(t *testing.T) {
 }
 
 func TestConvertMemberCuts(t *testing.T) {
-	es := standardEntries(true)
-	tarBytes := buildTar(t, es)
-	_, res := convert(t, tarBytes)
+	_, _, res := bigLayer(t)
 	toc := res.TOC
 	// Small files share members; the 64 KiB rule and the 4 MiB rule cut.
 	assert.Less(t, len(toc.Members), 20)
@@ -61,7 +65,7 @@ func TestConvertMemberCuts(t *testing.T) {
 	empty, _ := toc.Lookup("etc/empty")
 	assert.Equal(t, one.Member, empty.Member)
 
-	_, res = convert(t, tarBytes, WithMinMemberSize(0))
+	_, res = convert(t, buildTar(t, standardEntries(false)), WithMinMemberSize(0))
 	for _, e := range res.TOC.Entries {
 		if e.Type == TypeReg && e.Size > 0 {
 			assert.Zero(t, e.InnerOffset, "%s starts its own member", e.Name)
@@ -77,8 +81,7 @@ func TestConvertWithExternalGzip(t *testing.T) {
 		}
 		t.Skipf("SKIPPING: gzip is not installed (%v); install the gzip package to check the output with gzip -t and zcat", err)
 	}
-	tarBytes := buildTar(t, standardEntries(true))
-	out, _ := convert(t, tarBytes)
+	tarBytes, out, _ := bigLayer(t)
 	file := filepath.Join(t.TempDir(), "layer.tar.gz")
 	require.NoError(t, os.WriteFile(file, out, 0o644))
 	msg, err := exec.Command(gz, "-t", file).CombinedOutput()

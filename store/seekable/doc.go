@@ -26,8 +26,12 @@ package seekable
 
 import "github.com/opencontainers/go-digest"
 
-// MediaTypeTOC is the media type of a seekable layer's TOC blob.
-const MediaTypeTOC = "application/vnd.zenodo-snapshotter.toc.v1+json"
+// Media types of a seekable layer's TOC blob: JSON, or JSON compressed with
+// gzip (see CompressTOC). ParseTOC reads both.
+const (
+	MediaTypeTOC     = "application/vnd.zenodo-snapshotter.toc.v1+json"
+	MediaTypeTOCGzip = "application/vnd.zenodo-snapshotter.toc.v1+json+gzip"
+)
 
 // Annotations on a seekable layer's descriptor. containerd copies every layer
 // annotation under containerd.io/snapshot/ into the labels it passes to the

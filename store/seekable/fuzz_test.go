@@ -40,6 +40,7 @@ func FuzzParseTOC(f *testing.F) {
 		require.NoError(f, err)
 		f.Add(res.TOCJSON, res.Size)
 		f.Add(res.TOCJSON, res.Size+1)
+		f.Add(CompressTOC(res.TOCJSON), res.Size)
 	}
 	f.Add([]byte(`{"version":1,"members":[{"offset":0,"size":30,"uoffset":0,"usize":10,"digest":"sha256:`+strings.Repeat("0", 64)+`"}],"entries":[{"name":"./a/","type":"dir","mode":493,"mtime":-5,"offset":3,"member":0,"inner_offset":3}]}`), int64(30))
 	f.Add([]byte(`{"version":1,"members":null,"entries":[{},{}]}`), int64(1))

@@ -173,6 +173,35 @@ func standardEntries(big bool) []tarEntry {
 	return es
 }
 
+// layer is a converted layer.
+type layer struct {
+	tar, out []byte
+	res      *Result
+}
+
+// bigLayerCache holds the big standard layer converted with the default
+// options, shared by the tests that only read it: converting it is the slow
+// part of the tests under -race.
+var bigLayerCache struct {
+	once sync.Once
+	l    layer
+	err  error
+}
+
+// bigLayer returns the shared big standard layer; callers must not modify it.
+func bigLayer(t *testing.T) ([]byte, []byte, *Result) {
+	t.Helper()
+	c := &bigLayerCache
+	c.once.Do(func() {
+		tarBytes := buildTar(t, standardEntries(true))
+		var out bytes.Buffer
+		res, err := Convert(context.Background(), &out, bytes.NewReader(tarBytes))
+		c.l, c.err = layer{tar: tarBytes, out: out.Bytes(), res: res}, err
+	})
+	require.NoError(t, c.err)
+	return c.l.tar, c.l.out, c.l.res
+}
+
 // convert runs Convert into memory.
 func convert(tb testing.TB, tarBytes []byte, opts ...Option) ([]byte, *Result) {
 	tb.Helper()
@@ -338,9 +367,14 @@ func syntheticTar(tb testing.TB, size int) []byte {
 			d = fmt.Sprintf("usr/lib/pkg%04d/sub%d/", n/25, rng.IntN(4))
 			es = append(es, dir(d))
 		}
-		// Log-uniform sizes from 1 byte to 4 MiB, median about 2 KiB.
-		sz := int(math.Exp2(rng.Float64() * 22))
-		if rng.IntN(20) == 0 {
+		// Mostly log-uniform sizes from 1 byte to 64 KiB (median 256
+		// bytes, mean 6 KiB), some of 256 KiB to 4 MiB; about 4000
+		// files in 50 MB, like a Debian rootfs.
+		sz := int(math.Exp2(rng.Float64() * 16))
+		switch k := rng.IntN(200); {
+		case k == 0:
+			sz = int(math.Exp2(18 + rng.Float64()*4))
+		case k < 10:
 			sz = 0
 		}
 		var data []byte

@@ -16,8 +16,7 @@ import (
 // TestFileReaderFetchesOnlyItsMembers proves that reading a file through its
 // TOC fetches exactly its members' bytes, each once.
 func TestFileReaderFetchesOnlyItsMembers(t *testing.T) {
-	tarBytes := buildTar(t, standardEntries(true))
-	out, res := convert(t, tarBytes)
+	tarBytes, out, res := bigLayer(t)
 	toc := res.TOC
 	tests := []struct {
 		name   string
@@ -70,8 +69,7 @@ func TestFileReaderFetchesOnlyItsMembers(t *testing.T) {
 }
 
 func TestFileReaderConcurrent(t *testing.T) {
-	tarBytes := buildTar(t, standardEntries(true))
-	out, res := convert(t, tarBytes, WithMaxMemberSize(256<<10))
+	tarBytes, out, res := bigLayer(t)
 	e, ok := res.TOC.Lookup("opt/big5m")
 	require.True(t, ok)
 	want := tarBytes[e.Offset : e.Offset+e.Size]
@@ -82,7 +80,7 @@ func TestFileReaderConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 100<<10)
-			for off := int64(g) * 7919; off < e.Size; off += 300 << 10 {
+			for off := int64(g) * 7919; off < e.Size; off += 500 << 10 {
 				n, err := fr.ReadAt(buf, off)
 				if err != nil && err != io.EOF {
 					assert.NoError(t, err)
@@ -123,8 +121,7 @@ func TestFileReaderEdges(t *testing.T) {
 }
 
 func TestCorruptMember(t *testing.T) {
-	tarBytes := buildTar(t, standardEntries(true))
-	out, res := convert(t, tarBytes)
+	_, out, res := bigLayer(t)
 	toc := res.TOC
 	e, ok := toc.Lookup("opt/big5m")
 	require.True(t, ok)

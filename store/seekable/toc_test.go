@@ -1,6 +1,7 @@
 package seekable
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -243,4 +244,43 @@ func TestMemberRange(t *testing.T) {
 	}
 	first, last := toc.MemberRange(nil, 0, 10)
 	assert.Greater(t, first, last)
+}
+
+func TestCompressedTOC(t *testing.T) {
+	_, res := smallLayer(t)
+	z := CompressTOC(res.TOCJSON)
+	assert.Less(t, len(z), len(res.TOCJSON)/2)
+	toc, err := ParseTOC(z, res.Size)
+	require.NoError(t, err)
+	assert.Equal(t, res.TOC, toc)
+
+	small := limits{tocSize: 10000, entries: 10, members: 10, memberUSize: 100}
+	_, err = parseTOC(CompressTOC([]byte(strings.Repeat(" ", 10001))), 30, small)
+	assert.ErrorContains(t, err, "more than the limit")
+	bad := bytes.Clone(z)
+	bad[len(bad)-5] ^= 1 // the CRC
+	_, err = ParseTOC(bad, res.Size)
+	assert.ErrorIs(t, err, ErrInvalidTOC)
+	_, err = ParseTOC(z[:len(z)/2], res.Size)
+	assert.ErrorIs(t, err, ErrInvalidTOC)
+}
+
+func TestCheckDigest(t *testing.T) {
+	hex := strings.Repeat("0a", 32)
+	for d, ok := range map[string]bool{
+		"sha256:" + hex:                  true,
+		"sha256:" + strings.ToUpper(hex): false,
+		"sha256:" + hex[1:]:              false,
+		"sha256:" + hex + "0":            false,
+		"sha256:" + hex[1:] + "g":        false,
+		"sha512:" + hex + hex:            false,
+		"SHA256:" + hex:                  false,
+		hex:                              false,
+		"":                               false,
+		"sha256+b64u:" + hex:             false,
+	} {
+		err := checkDigest(digest.Digest(d))
+		assert.Equal(t, ok, err == nil, "%q: %v", d, err)
+		assert.Equal(t, digest.Digest(d).Validate() == nil && digest.Digest(d).Algorithm() == digest.SHA256, ok, d)
+	}
 }
