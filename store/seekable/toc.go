@@ -361,7 +361,7 @@ var gzipMagic = []byte{0x1f, 0x8b}
 func CompressTOC(tocJSON []byte) []byte {
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression) // a valid level: no error
-	zw.Write(tocJSON)                                         // writes to a bytes.Buffer do not fail
+	zw.Write(tocJSON)                                        // writes to a bytes.Buffer do not fail
 	zw.Close()
 	return buf.Bytes()
 }
