@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +152,12 @@ func makeForeign(t *testing.T, ti *testImage) []foreignCase {
 // <id>/json, <id>/VERSION, <config hex>.json, manifest.json, repositories.
 func legacyDockerSave(t testing.TB, ti *testImage, name string) []byte {
 	t.Helper()
+	return legacyDockerSaveMulti(t, []*testImage{ti}, []string{name})
+}
+
+// legacyDockerSaveMulti is legacyDockerSave of several images.
+func legacyDockerSaveMulti(t testing.TB, tis []*testImage, names []string) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mtime := time.Unix(1700000000, 0)
@@ -159,27 +166,37 @@ func legacyDockerSave(t testing.TB, ti *testImage, name string) []byte {
 		_, err := tw.Write(data)
 		require.NoError(t, err)
 	}
-	var layers []string
-	parent := ""
-	for i, l := range ti.tars {
-		id := digest.FromString(fmt.Sprintf("%s %d", parent, i)).Encoded()
-		require.NoError(t, tw.WriteHeader(&tar.Header{Name: id + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mtime}))
-		add(id+"/VERSION", []byte("1.0"))
-		add(id+"/json", []byte(fmt.Sprintf(`{"id":%q,"parent":%q}`, id, parent)))
-		if i == len(ti.tars)-1 {
-			add("shared/layer.tar", l)
-			require.NoError(t, tw.WriteHeader(&tar.Header{Name: id + "/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../shared/layer.tar", ModTime: mtime}))
-		} else {
-			add(id+"/layer.tar", l)
+	var mf []dockerManifest
+	repos := map[string]map[string]string{}
+	for n, ti := range tis {
+		var layers []string
+		parent := ""
+		for i, l := range ti.tars {
+			id := digest.FromString(fmt.Sprintf("%d %s %d", n, parent, i)).Encoded()
+			require.NoError(t, tw.WriteHeader(&tar.Header{Name: id + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mtime}))
+			add(id+"/VERSION", []byte("1.0"))
+			add(id+"/json", []byte(fmt.Sprintf(`{"id":%q,"parent":%q}`, id, parent)))
+			if i == len(ti.tars)-1 {
+				shared := fmt.Sprintf("shared%d/layer.tar", n)
+				add(shared, l)
+				require.NoError(t, tw.WriteHeader(&tar.Header{Name: id + "/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../" + shared, ModTime: mtime}))
+			} else {
+				add(id+"/layer.tar", l)
+			}
+			layers = append(layers, id+"/layer.tar")
+			parent = id
 		}
-		layers = append(layers, id+"/layer.tar")
-		parent = id
+		add(ti.config.Digest.Encoded()+".json", ti.blobs[ti.config.Digest])
+		mf = append(mf, dockerManifest{Config: ti.config.Digest.Encoded() + ".json", RepoTags: []string{names[n]}, Layers: layers})
+		repo, tag, _ := strings.Cut(names[n], ":")
+		repos[repo] = map[string]string{tag: parent}
 	}
-	add(ti.config.Digest.Encoded()+".json", ti.blobs[ti.config.Digest])
-	mf, err := json.Marshal([]dockerManifest{{Config: ti.config.Digest.Encoded() + ".json", RepoTags: []string{name}, Layers: layers}})
+	data, err := json.Marshal(mf)
 	require.NoError(t, err)
-	add("manifest.json", mf)
-	add("repositories", []byte(fmt.Sprintf(`{"busy":{"1.2":%q}}`, parent)))
+	add("manifest.json", data)
+	data, err = json.Marshal(repos)
+	require.NoError(t, err)
+	add("repositories", data)
 	require.NoError(t, tw.Close())
 	return buf.Bytes()
 }
@@ -271,4 +288,36 @@ func TestOpenSeveralImages(t *testing.T) {
 	b, err := Open(ctx, bytes.NewReader(data), int64(len(data)), WithIndex(idx))
 	require.NoError(t, err)
 	require.NoError(t, b.Verify(ctx))
+}
+
+// A docker save of several images gets an index naming each.
+func TestOpenDockerSaveSeveralImages(t *testing.T) {
+	ctx := context.Background()
+	one := newTestImage(t, testImageOpts{tiny: true})
+	two := newTestImage(t, testImageOpts{layers: []tlayer{{comp: compNone, files: []tfile{{name: "two", typ: tar.TypeReg, data: []byte("2")}}}}})
+	data := legacyDockerSaveMulti(t, []*testImage{one, two}, []string{"one:1", "example.org/two:2"})
+	a, err := Open(ctx, bytes.NewReader(data), int64(len(data)))
+	require.NoError(t, err)
+	require.NoError(t, a.Verify(ctx))
+	require.Equal(t, []string{"docker.io/library/one:1", "example.org/two:2"}, a.Names())
+	require.Equal(t, ocispec.MediaTypeImageIndex, a.Root().MediaType)
+	_, _, ok := a.Blob(a.Root().Digest)
+	require.False(t, ok, "a synthesized index has no place in the archive")
+	var idx ocispec.Index
+	b, err := content.ReadBlob(ctx, a, a.Root())
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &idx))
+	require.Len(t, idx.Manifests, 2)
+	require.Equal(t, "docker.io/library/one:1", idx.Manifests[0].Annotations[images.AnnotationImageName])
+	require.Equal(t, "2", idx.Manifests[1].Annotations[ocispec.AnnotationRefName])
+	ms, err := a.Manifests(ctx)
+	require.NoError(t, err)
+	require.Len(t, ms, 2)
+
+	// It writes back as format v1 with both images.
+	out, wi := writeArchive(t, a, a.Root())
+	require.Len(t, wi.Manifests, 2)
+	back, err := Open(ctx, bytes.NewReader(out), int64(len(out)), WithIndex(wi))
+	require.NoError(t, err)
+	require.NoError(t, back.Verify(ctx))
 }

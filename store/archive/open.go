@@ -117,7 +117,10 @@ var (
 // manifest.json, reading each layer whose digest is not in its name once.
 //
 // Errors about malformed input wrap errdefs.ErrInvalidArgument or
-// ErrCorrupt. The caller keeps ra open while the Archive is used.
+// ErrCorrupt, about files the archive lacks (the root, a config or layer
+// manifest.json names) errdefs.ErrNotFound. Memory stays bounded whatever
+// the input: header sizes, entry counts and the JSON files parsed are
+// capped. The caller keeps ra open while the Archive is used.
 func Open(ctx context.Context, ra io.ReaderAt, size int64, opts ...OpenOption) (*Archive, error) {
 	o, err := makeOpenOptions(opts)
 	if err != nil {
@@ -425,6 +428,10 @@ func (a *Archive) Manifests(ctx context.Context) ([]ocispec.Descriptor, error) {
 		}
 		switch {
 		case images.IsIndexType(desc.MediaType):
+			if seen[desc.Digest] {
+				return nil
+			}
+			seen[desc.Digest] = true
 			var idx ocispec.Index
 			if _, err := a.readJSON(ctx, desc, &idx); err != nil {
 				return fmt.Errorf("reading index %s: %w", desc.Digest, err)
@@ -510,11 +517,16 @@ func (a *Archive) checkTree(ctx context.Context) error {
 		}
 		return nil
 	}
+	seen := map[digest.Digest]bool{}
 	var visit func(desc ocispec.Descriptor, depth int) error
 	visit = func(desc ocispec.Descriptor, depth int) error {
 		if depth > maxIndexDepth {
 			return fmt.Errorf("indexes nested more than %d deep: %w", maxIndexDepth, errdefs.ErrInvalidArgument)
 		}
+		if seen[desc.Digest] {
+			return nil
+		}
+		seen[desc.Digest] = true
 		switch {
 		case images.IsIndexType(desc.MediaType):
 			var idx ocispec.Index

@@ -213,11 +213,17 @@ type layerJob struct {
 	uncompressedSize int64
 }
 
+// loadResult is the outcome of loading one index or manifest.
+type loadResult struct {
+	n   *node
+	err error
+}
+
 // plannedBlob is a blob to write into the archive.
 type plannedBlob struct {
 	desc ocispec.Descriptor
-	data []byte    // metadata in memory
-	job  *layerJob // layer, converted (job.file) or from the provider
+	data []byte    // metadata in memory, or
+	job  *layerJob // set for a blob copied from the provider
 }
 
 type writer struct {
@@ -226,6 +232,7 @@ type writer struct {
 
 	layers    map[digest.Digest]*layerJob
 	layerList []*layerJob
+	loaded    map[digest.Digest]loadResult // indexes and manifests, once each
 
 	mu        sync.Mutex
 	tempFiles []string
@@ -252,7 +259,7 @@ func Write(ctx context.Context, w io.Writer, provider content.Provider, root oci
 	if !images.IsIndexType(root.MediaType) && !images.IsManifestType(root.MediaType) {
 		return nil, fmt.Errorf("writing archive: root %s has media type %q, want an image index or manifest: %w", root.Digest, root.MediaType, errdefs.ErrInvalidArgument)
 	}
-	wr := &writer{o: o, provider: provider, layers: map[digest.Digest]*layerJob{}, planned: map[digest.Digest]bool{}}
+	wr := &writer{o: o, provider: provider, layers: map[digest.Digest]*layerJob{}, loaded: map[digest.Digest]loadResult{}, planned: map[digest.Digest]bool{}}
 	defer wr.removeTempFiles(ctx)
 
 	tree, err := wr.load(ctx, root, 0)
@@ -307,6 +314,16 @@ func (wr *writer) load(ctx context.Context, desc ocispec.Descriptor, depth int) 
 	if depth > maxIndexDepth {
 		return nil, fmt.Errorf("indexes nested more than %d deep: %w", maxIndexDepth, errdefs.ErrInvalidArgument)
 	}
+	if r, ok := wr.loaded[desc.Digest]; ok {
+		return r.n, r.err
+	}
+	n, err := wr.loadOnce(ctx, desc, depth)
+	wr.loaded[desc.Digest] = loadResult{n, err}
+	return n, err
+}
+
+// loadOnce is load without the memo.
+func (wr *writer) loadOnce(ctx context.Context, desc ocispec.Descriptor, depth int) (*node, error) {
 	raw, err := wr.readBlob(ctx, desc)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -73,6 +74,9 @@ func (t *tarWriter) dir(name string) error {
 
 // blob writes one blob from r, checking it against desc, and records it.
 func (t *tarWriter) blob(ctx context.Context, desc ocispec.Descriptor, r io.Reader, progress func(Progress)) error {
+	if err := desc.Digest.Validate(); err != nil {
+		return fmt.Errorf("writing blob %q: %v: %w", desc.Digest, err, errdefs.ErrInvalidArgument)
+	}
 	if t.written[desc.Digest] {
 		// Two source layers can convert to the same blob.
 		return nil
