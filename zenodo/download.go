@@ -56,7 +56,8 @@ func downloadHeader(rangeSpec string) http.Header {
 // "Range: bytes=N-" (or, if the server ignores Range, by skipping N bytes of
 // a new full response), up to the retry limit without progress. Reading
 // fewer or more bytes than the file's size is an error. ctx bounds the
-// whole stream.
+// whole stream. Like any io.Reader, the stream is read by one goroutine at
+// a time; Close may be called from another one to abort a blocked Read.
 func (c *Client) Open(ctx context.Context, recID, key string) (io.ReadCloser, error) {
 	if err := checkRecID(recID); err != nil {
 		return nil, err
@@ -65,28 +66,34 @@ func (c *Client) Open(ctx context.Context, recID, key string) (io.ReadCloser, er
 		return nil, err
 	}
 	u := c.fileURL(recID, key)
+	ctx, cancel := context.WithCancel(ctx)
 	resp, err := c.do(ctx, &call{method: http.MethodGet, url: u, header: downloadHeader(""), policy: idempotent, size: -1})
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("opening %s of record %s: %w", key, recID, err)
 	}
-	return &stream{c: c, ctx: ctx, url: u, safeURL: redactURL(u), body: resp.Body, total: resp.ContentLength}, nil
+	return &stream{c: c, ctx: ctx, cancel: cancel, url: u, safeURL: redactURL(u), body: resp.Body, total: resp.ContentLength}, nil
 }
 
 // stream is Open's resuming reader.
 type stream struct {
 	c       *Client
 	ctx     context.Context
+	cancel  context.CancelFunc
 	url     string
 	safeURL string
 
-	mu          sync.Mutex
-	body        io.ReadCloser // nil between a failure and the resumption
-	off         int64         // bytes delivered
-	total       int64         // -1 while unknown
-	transferred int64
-	failures    int   // consecutive failures without progress
-	err         error // sticky
-	closed      bool
+	// Owned by the reading goroutine.
+	off      int64 // bytes delivered
+	total    int64 // -1 while unknown
+	failures int   // consecutive failures without progress
+	err      error // sticky
+
+	transferred atomic.Int64
+
+	mu     sync.Mutex    // guards body and closed, never held across I/O
+	body   io.ReadCloser // nil between a failure and the resumption
+	closed bool
 }
 
 // errResume marks a failure the stream recovers from by resuming.
@@ -95,11 +102,41 @@ type errResume struct{ err error }
 func (e *errResume) Error() string { return e.err.Error() }
 func (e *errResume) Unwrap() error { return e.err }
 
-func (s *stream) Read(p []byte) (int, error) {
+var errStreamClosed = fmt.Errorf("stream: %w", fs.ErrClosed)
+
+// current returns the open body, or errStreamClosed.
+func (s *stream) current() (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, fmt.Errorf("reading %s: %w", s.safeURL, fs.ErrClosed)
+		return nil, errStreamClosed
+	}
+	return s.body, nil
+}
+
+// setBody installs b as the body (nil drops the current one), unless the
+// stream was closed meanwhile.
+func (s *stream) setBody(b io.ReadCloser) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body != nil {
+		s.body.Close()
+	}
+	s.body = nil
+	if s.closed {
+		if b != nil {
+			b.Close()
+		}
+		return errStreamClosed
+	}
+	s.body = b
+	return nil
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	body, err := s.current()
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", s.safeURL, err)
 	}
 	if s.err != nil {
 		return 0, s.err
@@ -108,15 +145,14 @@ func (s *stream) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for {
-		var err error
 		n := 0
-		if s.body == nil {
-			err = s.reopen()
+		if body == nil {
+			body, err = s.reopen()
 		}
 		if err == nil {
-			n, err = s.body.Read(p)
+			n, err = body.Read(p)
 			s.off += int64(n)
-			s.transferred += int64(n)
+			s.transferred.Add(int64(n))
 			if n > 0 {
 				s.failures = 0
 			}
@@ -132,9 +168,14 @@ func (s *stream) Read(p []byte) (int, error) {
 			case err == io.EOF:
 				err = fmt.Errorf("body ended at byte %d of %d: %w", s.off, s.total, io.ErrUnexpectedEOF)
 			}
-			s.body.Close()
-			s.body = nil
+			body = nil
+			if cerr := s.setBody(nil); cerr != nil {
+				return n, fmt.Errorf("reading %s: %w", s.safeURL, cerr)
+			}
 			err = &errResume{err}
+		}
+		if _, cerr := s.current(); cerr != nil {
+			return n, fmt.Errorf("reading %s: %w", s.safeURL, cerr)
 		}
 		var re *errResume
 		if !errors.As(err, &re) || s.ctx.Err() != nil {
@@ -158,6 +199,7 @@ func (s *stream) Read(p []byte) (int, error) {
 			s.err = fmt.Errorf("reading %s: %w", s.safeURL, err)
 			return n, s.err
 		}
+		err = nil
 		if n > 0 {
 			return n, nil
 		}
@@ -166,18 +208,18 @@ func (s *stream) Read(p []byte) (int, error) {
 
 // reopen starts a new response at s.off. Errors wrapped in errResume may be
 // retried; others end the stream.
-func (s *stream) reopen() error {
+func (s *stream) reopen() (io.ReadCloser, error) {
 	resp, err := s.c.do(s.ctx, &call{method: http.MethodGet, url: s.url, header: downloadHeader("bytes=" + strconv.FormatInt(s.off, 10) + "-"),
 		policy: idempotent, size: -1, expect: []int{http.StatusOK, http.StatusPartialContent}})
 	if err != nil {
-		return fmt.Errorf("resuming %s at byte %d: %w", s.safeURL, s.off, err)
+		return nil, fmt.Errorf("resuming %s at byte %d: %w", s.safeURL, s.off, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		start, _, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != s.off || (s.total >= 0 && total >= 0 && total != s.total) {
 			resp.Body.Close()
-			return fmt.Errorf("resuming %s at byte %d of %d: server sent Content-Range %q: %w",
+			return nil, fmt.Errorf("resuming %s at byte %d of %d: server sent Content-Range %q: %w",
 				s.safeURL, s.off, s.total, resp.Header.Get("Content-Range"), ErrChecksumMismatch)
 		}
 		if s.total < 0 {
@@ -186,24 +228,26 @@ func (s *stream) reopen() error {
 	default: // 200: the whole file again; skip what was delivered.
 		if s.total >= 0 && resp.ContentLength >= 0 && resp.ContentLength != s.total {
 			resp.Body.Close()
-			return fmt.Errorf("resuming %s: size changed from %d to %d: %w", s.safeURL, s.total, resp.ContentLength, ErrChecksumMismatch)
+			return nil, fmt.Errorf("resuming %s: size changed from %d to %d: %w", s.safeURL, s.total, resp.ContentLength, ErrChecksumMismatch)
 		}
 		skipped, err := io.CopyN(io.Discard, resp.Body, s.off)
-		s.transferred += skipped
+		s.transferred.Add(skipped)
 		if err != nil {
 			resp.Body.Close()
-			return &errResume{fmt.Errorf("skipping %d bytes: %w", s.off, err)}
+			return nil, &errResume{fmt.Errorf("skipping %d bytes: %w", s.off, err)}
 		}
 	}
-	s.body = resp.Body
-	return nil
+	if err := s.setBody(resp.Body); err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
-// Close ends the stream.
+// Close ends the stream; a Read blocked in another goroutine returns.
 func (s *stream) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
@@ -212,7 +256,9 @@ func (s *stream) Close() error {
 		err = s.body.Close()
 		s.body = nil
 	}
-	s.c.emit(Event{Kind: EventTransfer, Method: http.MethodGet, URL: s.safeURL, Bytes: s.transferred})
+	s.mu.Unlock()
+	s.cancel()
+	s.c.emit(Event{Kind: EventTransfer, Method: http.MethodGet, URL: s.safeURL, Bytes: s.transferred.Load()})
 	return err
 }
 

@@ -248,6 +248,31 @@ func TestOpenFailures(t *testing.T) {
 	})
 }
 
+func TestOpenCloseAbortsRead(t *testing.T) {
+	data := testData(1000)
+	fsrv := &fileServer{data: data, misbehave: func(n int, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:10])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return true
+	}}
+	c := newClient(t, newServer(t, fsrv).URL)
+	rc, err := c.Open(context.Background(), "1", "image.tar")
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	n, err := io.ReadFull(rc, buf[:10])
+	require.NoError(t, err)
+	assert.Equal(t, 10, n)
+	done := make(chan error, 1)
+	go func() {
+		_, err := rc.Read(buf)
+		done <- err
+	}()
+	require.NoError(t, rc.Close())
+	assert.ErrorIs(t, <-done, fs.ErrClosed)
+}
+
 func TestReaderAt(t *testing.T) {
 	data := testData(64 << 10)
 	fsrv := &fileServer{data: data}

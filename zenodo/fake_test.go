@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -30,6 +31,76 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
+// reqLog records requests as the server answers them: the entry exists
+// before the client can see the response (the fake's own log is written
+// when the handler returns, which may be after the client is done).
+type reqLog struct {
+	mu      sync.Mutex
+	entries []zenodotest.Request
+}
+
+func (l *reqLog) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries = nil
+}
+
+func (l *reqLog) Requests() []zenodotest.Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]zenodotest.Request(nil), l.entries...)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	log  *reqLog
+	req  zenodotest.Request
+	done bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.done {
+		w.done = true
+		w.req.Status = code
+		w.log.mu.Lock()
+		w.log.entries = append(w.log.entries, w.req)
+		w.log.mu.Unlock()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// newFake starts a fake Zenodo behind a request recorder.
+func newFake(t *testing.T, opts ...zenodotest.Option) (*zenodotest.Server, *httptest.Server, *reqLog) {
+	t.Helper()
+	fake, err := zenodotest.Open(opts...)
+	require.NoError(t, err)
+	log := &reqLog{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, log: log, req: zenodotest.Request{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range")}}
+		fake.ServeHTTP(sw, r)
+	}))
+	t.Cleanup(func() {
+		ts.Close()
+		assert.NoError(t, fake.Close())
+	})
+	return fake, ts, log
+}
+
 func imageMetadata(version string) zenodo.Metadata {
 	return zenodo.Metadata{
 		Title:       "Docker image example/tool",
@@ -45,7 +116,7 @@ func imageMetadata(version string) zenodo.Metadata {
 // Zenodo: create, upload, publish, new version, resolve by tag, range and
 // stream reads, with faults on the way.
 func TestAgainstFake(t *testing.T) {
-	fake, ts := zenodotest.NewTestServer(t)
+	fake, ts, reqs := newFake(t)
 	ctx := context.Background()
 	clk := zenodo.NewFakeClock() // the fake's 503s say Retry-After: 60
 	c, err := zenodo.New(ts.URL, zenodo.WithToken(zenodotest.DefaultToken), zenodo.WithRetry(5, time.Millisecond),
@@ -146,7 +217,7 @@ func TestAgainstFake(t *testing.T) {
 	assert.Equal(t, int64(len(v2)), img.Size)
 
 	// Ranged reads of version 2.
-	fake.ResetRequests()
+	reqs.Reset()
 	ra, err := c.NewReaderAt(ctx, rec2.RecordID(), "image.tar", img.Size)
 	require.NoError(t, err)
 	for _, off := range []int64{0, 1, 4096, 100000, int64(len(v2)) - 100} {
@@ -157,7 +228,7 @@ func TestAgainstFake(t *testing.T) {
 	}
 	require.NoError(t, ra.Close())
 	var ranges []string
-	for _, r := range fake.Requests() {
+	for _, r := range reqs.Requests() {
 		ranges = append(ranges, r.Range)
 	}
 	assert.Equal(t, []string{"bytes=0-0", "bytes=0-99", "bytes=1-100", "bytes=4096-4195", "bytes=100000-100099", "bytes=204700-204799"}, ranges)
@@ -165,7 +236,7 @@ func TestAgainstFake(t *testing.T) {
 	// A truncated body and a reset connection mid-stream are resumed.
 	fake.InjectFault(zenodotest.Fault{Method: http.MethodGet, PathContains: "/records/" + rec2.RecordID() + "/files/", Truncate: 50000})
 	fake.InjectFault(zenodotest.Fault{Method: http.MethodGet, PathContains: "/records/" + rec2.RecordID() + "/files/", ResetAfter: 70000})
-	fake.ResetRequests()
+	reqs.Reset()
 	rc, err := c.Open(ctx, rec2.RecordID(), "image.tar")
 	require.NoError(t, err)
 	got, err := io.ReadAll(rc)
@@ -173,7 +244,7 @@ func TestAgainstFake(t *testing.T) {
 	require.NoError(t, rc.Close())
 	assert.True(t, bytes.Equal(v2, got))
 	ranges = ranges[:0]
-	for _, r := range fake.Requests() {
+	for _, r := range reqs.Requests() {
 		ranges = append(ranges, r.Range)
 	}
 	require.Len(t, ranges, 3)
@@ -255,7 +326,7 @@ func TestAgainstFakeConceptRedirect(t *testing.T) {
 func TestAgainstFakeRateLimit(t *testing.T) {
 	ctx := context.Background()
 	t.Run("own budget", func(t *testing.T) {
-		fake, ts := zenodotest.NewTestServer(t, zenodotest.WithRateLimit(20, 0))
+		fake, ts, reqs := newFake(t, zenodotest.WithRateLimit(20, 0))
 		p, err := fake.Publish(zenodotest.SeedRecord{Title: "t", Version: "1", Files: []zenodotest.SeedFile{{Name: "f", Data: []byte("x")}}})
 		require.NoError(t, err)
 		c, err := zenodo.New(ts.URL, zenodo.WithRateLimit(20, 10))
@@ -286,14 +357,14 @@ func TestAgainstFakeRateLimit(t *testing.T) {
 		wg.Wait()
 		assert.Equal(t, 10, ok)
 		assert.Equal(t, 40, limited)
-		for _, r := range fake.Requests() {
+		for _, r := range reqs.Requests() {
 			assert.NotEqual(t, http.StatusTooManyRequests, r.Status)
 		}
-		assert.Len(t, fake.Requests(), 10)
+		assert.Len(t, reqs.Requests(), 10)
 	})
 	t.Run("server limit only", func(t *testing.T) {
 		clk := zenodo.NewFakeClock()
-		fake, ts := zenodotest.NewTestServer(t, zenodotest.WithRateLimit(20, 0), zenodotest.WithClock(clk.Now))
+		fake, ts, reqs := newFake(t, zenodotest.WithRateLimit(20, 0), zenodotest.WithClock(clk.Now))
 		p, err := fake.Publish(zenodotest.SeedRecord{Title: "t", Version: "1", Files: []zenodotest.SeedFile{{Name: "f", Data: []byte("x")}}})
 		require.NoError(t, err)
 		rec := make(chan zenodo.Event, 1000)
@@ -315,7 +386,7 @@ func TestAgainstFakeRateLimit(t *testing.T) {
 		}
 		wg.Wait()
 		var okCount, tooMany int
-		for _, r := range fake.Requests() {
+		for _, r := range reqs.Requests() {
 			switch r.Status {
 			case http.StatusOK:
 				okCount++
