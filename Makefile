@@ -19,18 +19,18 @@ export CONTAINERD2_VERSION NERDCTL_VERSION
 export ZS_CONTAINERD2_DIR ?= $(CACHE)/containerd-$(CONTAINERD2_VERSION)/bin
 export ZS_NERDCTL ?= $(CACHE)/nerdctl-$(NERDCTL_VERSION)/nerdctl
 
+MODULE := github.com/zenodo-snapshotter/zenodo-snapshotter
 # go test's -timeout applies to each test binary.
 TEST_TIMEOUT ?= 30m
 TESTFLAGS ?=
-# Statement coverage is reported for these packages, counting what any test
-# (unit or integration) exercises in them.
-COVERPKG ?= ./zenodo/...
+# `make test` reports the statement coverage of the packages under this
+# directory, from their own tests.
+COVERDIR ?= zenodo
 COVERPROFILE ?= $(BIN)/cover.out
 # Renders go test -json like plain go test, lists skipped tests, and fails
 # when a package under ./integration skipped a test while CI=true (CI runs
 # as root with FUSE, so every integration test must really run there).
-GOTESTREPORT = $(GO) run ./integration/internal/gotestreport -strict-skips="$(CI)" \
-	-strict-prefix=github.com/zenodo-snapshotter/zenodo-snapshotter/integration
+GOTESTREPORT = $(BIN)/gotestreport -strict-skips="$(CI)" -strict-prefix=$(MODULE)/integration
 
 .PHONY: all build deps tools vet staticcheck test cover integration
 
@@ -51,21 +51,23 @@ vet:
 staticcheck: deps
 	staticcheck ./...
 
-# Everything, race detector on, with the statement coverage of $(COVERPKG).
+# Everything, race detector on, then the statement coverage of ./$(COVERDIR)/...
 test: deps tools build vet staticcheck
-	$(GO) test -json -race -count=1 -timeout $(TEST_TIMEOUT) \
-		-coverpkg=$(COVERPKG) -coverprofile=$(COVERPROFILE) $(TESTFLAGS) ./... \
+	$(GO) build -o $(BIN)/gotestreport ./integration/internal/gotestreport
+	$(GO) test -json -race -count=1 -timeout $(TEST_TIMEOUT) -coverprofile=$(COVERPROFILE) $(TESTFLAGS) ./... \
 		2>&1 | $(GOTESTREPORT)
-	@echo "coverage of $(COVERPKG) (statements, all tests): $$($(GO) tool cover -func=$(COVERPROFILE) | tail -n1 | awk '{print $$NF}')"
+	@grep -E '^mode:|^$(MODULE)/$(COVERDIR)/' $(COVERPROFILE) >$(BIN)/cover-$(COVERDIR).out
+	@echo "coverage of ./$(COVERDIR)/... (statements): $$($(GO) tool cover -func=$(BIN)/cover-$(COVERDIR).out | tail -n1 | awk '{print $$NF}')"
 
-# Per-function coverage of $(COVERPKG) and an HTML report in cover.html.
+# Per-function coverage of ./$(COVERDIR)/... and an HTML report, without -race.
 cover:
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -coverpkg=$(COVERPKG) -coverprofile=$(COVERPROFILE) $(TESTFLAGS) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -coverprofile=$(COVERPROFILE) $(TESTFLAGS) ./$(COVERDIR)/...
 	$(GO) tool cover -func=$(COVERPROFILE)
 	$(GO) tool cover -html=$(COVERPROFILE) -o $(BIN)/cover.html
 	@echo "HTML report: $(BIN)/cover.html"
 
 # Only the tests against real containerd, runc and FUSE.
 integration: deps tools build
+	$(GO) build -o $(BIN)/gotestreport ./integration/internal/gotestreport
 	$(GO) test -json -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./integration/... \
 		2>&1 | $(GOTESTREPORT)

@@ -115,7 +115,8 @@ func (r *reporter) handle(ev event) {
 func (r *reporter) handlePackage(ev event) {
 	switch ev.Action {
 	case "output":
-		if ev.Output == "PASS\n" || noise(ev.Output) {
+		// Verbose-only lines; the coverage line is repeated in the "ok" line.
+		if ev.Output == "PASS\n" || noise(ev.Output) || strings.HasPrefix(ev.Output, "coverage: ") {
 			return
 		}
 		fmt.Fprint(r.w, ev.Output)

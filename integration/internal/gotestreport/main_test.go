@@ -22,7 +22,8 @@ func TestReporter(t *testing.T) {
 {"Action":"output","Package":"example.com/m/zenodo","Test":"TestA","Output":"--- PASS: TestA (0.00s)\n"}
 {"Action":"pass","Package":"example.com/m/zenodo","Test":"TestA"}
 {"Action":"output","Package":"example.com/m/zenodo","Output":"PASS\n"}
-{"Action":"output","Package":"example.com/m/zenodo","Output":"ok  \texample.com/m/zenodo\t0.1s\n"}
+{"Action":"output","Package":"example.com/m/zenodo","Output":"coverage: 50.0% of statements\n"}
+{"Action":"output","Package":"example.com/m/zenodo","Output":"ok  \texample.com/m/zenodo\t0.1s\tcoverage: 50.0% of statements\n"}
 {"Action":"pass","Package":"example.com/m/zenodo"}
 `
 	failing := `{"Action":"run","Package":"example.com/m/zenodo","Test":"TestB"}
@@ -63,8 +64,8 @@ func TestReporter(t *testing.T) {
 		wantOut     []string
 		wantMissing []string
 	}{
-		{name: "pass is quiet", in: passing, wantOut: []string{"ok  \texample.com/m/zenodo\t0.1s\n"},
-			wantMissing: []string{"chatter", "=== RUN", "--- PASS", "PASS\n"}},
+		{name: "pass is quiet", in: passing, wantOut: []string{"ok  \texample.com/m/zenodo\t0.1s\tcoverage: 50.0% of statements\n"},
+			wantMissing: []string{"chatter", "=== RUN", "--- PASS", "PASS\n", "\ncoverage:"}},
 		{name: "failure shows the test output", in: passing + failing, wantCode: 1,
 			wantOut: []string{"b_test.go:2: boom", "--- FAIL: TestB", "FAIL\texample.com/m/zenodo"}},
 		{name: "skip is listed", in: skipIn(pkgInteg), wantOut: []string{
