@@ -237,7 +237,7 @@ func TestOpenFailures(t *testing.T) {
 			}
 			return false
 		}}
-		c := newClient(t, newServer(t, fsrv).URL, WithTimeout(30*time.Millisecond))
+		c := newClient(t, newServer(t, fsrv).URL, WithTimeout(250*time.Millisecond))
 		rc, err := c.Open(context.Background(), "1", "image.tar")
 		require.NoError(t, err)
 		defer rc.Close()
