@@ -376,7 +376,9 @@ func (c *Client) statusError(cl *call, safeURL string, resp *http.Response) *Err
 		Message:    c.redact(errorMessage(b)),
 		kind:       kindForStatus(resp.StatusCode),
 	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+	// Zenodo sends Retry-After on every response (the rate-limit window's
+	// reset), so it only means "wait this long" on a 429; 5xx use backoff.
+	if resp.StatusCode == http.StatusTooManyRequests {
 		e.RetryAfter = parseRetryAfter(resp.Header, c.clock.Now())
 	}
 	return e

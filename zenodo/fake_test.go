@@ -255,13 +255,11 @@ func TestAgainstFake(t *testing.T) {
 	fake.InjectFault(zenodotest.Fault{Method: http.MethodGet, PathContains: "/versions/latest", Status: http.StatusServiceUnavailable, Times: 2})
 	_, err = c.Latest(ctx, concept)
 	require.NoError(t, err)
-	minutes := 0
+	// Zenodo sends Retry-After (the rate-limit window) on every response: a
+	// 503 is retried with backoff, never by waiting out that window.
 	for _, d := range clk.Sleeps() {
-		if d == time.Minute {
-			minutes++
-		}
+		assert.Less(t, d, time.Minute, "a 503 waited out Retry-After")
 	}
-	assert.Equal(t, 2, minutes, "waited the 503s' Retry-After twice")
 
 	// A damaged upload is detected, and the bad file removed.
 	draft3, err := c.NewVersion(ctx, string(pub2.ID))
