@@ -17,11 +17,27 @@
 // to the TOC and from the TOC to every member: every member read through this
 // package is verified before its bytes are used.
 //
-// ParseTOC validates a TOC completely (it may come from anywhere) and builds
-// the name index of the layer as tar extraction would see it: when a name
-// occurs more than once, the last entry wins. NewFileReader reads a file's
-// content through any io.ReaderAt over the layer blob, fetching only the
-// members that hold the bytes asked for.
+// ParseTOC validates a TOC completely (it may come from anywhere, and may be
+// gzip-compressed, see CompressTOC) and builds the name index of the layer as
+// tar extraction would see it:
+//
+//   - names are relative and clean ("./usr/" is "usr", the root is "."); a
+//     name that is absolute or escapes the root through ".." is an error;
+//   - when a name occurs more than once, the last entry wins, whatever the
+//     types (a directory repeated keeps its children and takes the last
+//     metadata); a hardlink keeps the data of the entry its target named when
+//     it was written;
+//   - an entry below a name whose last entry is not a directory is an error
+//     (tar extraction would have removed it, or failed); ancestors without
+//     an entry of their own are implicit directories;
+//   - hardlink targets must name an earlier entry that is not a directory;
+//     symlink targets may be anything, whoever follows them confines them.
+//
+// Convert applies the same rules to the tar it reads, so what it writes
+// always parses. NewFileReader reads a file's content through any io.ReaderAt
+// over the layer blob, fetching only the members that hold the bytes asked
+// for; DecompressMember verifies and decompresses one member, for callers
+// that fetch and cache members themselves.
 package seekable
 
 import "github.com/opencontainers/go-digest"

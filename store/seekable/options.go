@@ -70,8 +70,9 @@ func WithMaxMemberSize(n int64) Option {
 	}
 }
 
-// WithConcurrency sets how many members Convert compresses at once; memory
-// use is about (n+2) times the maximum member size. The default value is
+// WithConcurrency sets how many members Convert compresses at once. At most
+// n+2 members are in flight, so memory use is about n+2 times the maximum
+// member size plus their compressed forms. The default value is
 // runtime.GOMAXPROCS(0).
 func WithConcurrency(n int) Option {
 	return func(o *options) error {
