@@ -1,0 +1,98 @@
+package lazy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/cache"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/remote"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/snapshot"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo/zenodotest"
+)
+
+// fileRequests counts the fake's requests for file contents.
+func fileRequests(srv *zenodotest.Server) int {
+	n := 0
+	for _, r := range srv.Requests() {
+		if strings.Contains(r.Path, "/files/image.tar") && !strings.HasSuffix(r.Path, ".index.json") && r.Range != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestMountRemote mounts a layer of a record of the fake Zenodo through the
+// real stack (zenodo client, store/remote, store/fs over FUSE): every file
+// reads back byte for byte, a second mount of the same layer shares its
+// reader (no new request), and labels naming no layer of the record fail.
+func TestMountRemote(t *testing.T) {
+	requireFUSE(t)
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	require.NoError(t, err)
+	srv, client := newFake(t)
+	pub := publish(t, client, testFiles())
+	require.Len(t, pub.layers, 1)
+	toc := pub.layers[0].Annotations[seekable.AnnotationTOCDigest]
+	require.NotEmpty(t, toc)
+	assert.Equal(t, pub.doi, pub.layers[0].Annotations[snapshot.LabelDOI])
+
+	op := remote.NewOpener(client, remote.WithCache(cache.NewMemory(cache.WithVerify(cache.VerifyDigest))),
+		remote.WithObserver(m.RemoteObserver()), remote.WithStateDir(t.TempDir()))
+	t.Cleanup(func() { op.Close() })
+	f, err := NewFileSystem(RemoteOpener(op), WithBackgroundFill(false), WithMetrics(m), WithReadTimeout(20*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, f.Close()) })
+
+	labels := map[string]string{snapshot.LabelDOI: pub.doi, snapshot.LabelTOCDigest: toc}
+	mp1, mp2 := t.TempDir(), t.TempDir()
+	require.NoError(t, f.Mount(t.Context(), mp1, labels))
+	require.NoError(t, f.Check(t.Context(), mp1, labels))
+
+	srv.ResetRequests()
+	got, err := os.ReadFile(filepath.Join(mp1, "etc/hostname"))
+	require.NoError(t, err)
+	assert.Equal(t, "zenodo\n", string(got))
+	assert.Positive(t, fileRequests(srv))
+	for name, want := range pub.files {
+		got, err := os.ReadFile(filepath.Join(mp1, name))
+		require.NoError(t, err, name)
+		require.Equal(t, digest.FromBytes(want), digest.FromBytes(got), name)
+	}
+	assert.Positive(t, testutil.ToFloat64(m.readBytes))
+	assert.Positive(t, testutil.ToFloat64(m.fetchedBytes.WithLabelValues("on-demand")))
+
+	// The second mount reads what the first fetched, without a request.
+	srv.ResetRequests()
+	require.NoError(t, f.Mount(t.Context(), mp2, labels))
+	got, err = os.ReadFile(filepath.Join(mp2, "usr/big.bin"))
+	require.NoError(t, err)
+	assert.Equal(t, digest.FromBytes(pub.files["usr/big.bin"]), digest.FromBytes(got))
+	assert.Zero(t, fileRequests(srv), "shared reader, cached members")
+	assert.Equal(t, 2.0, testutil.ToFloat64(m.mountedLayers))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.openLayers))
+
+	require.NoError(t, f.Unmount(t.Context(), mp1))
+	require.NoError(t, f.Unmount(t.Context(), mp2))
+	assert.Equal(t, 0.0, testutil.ToFloat64(m.openLayers))
+
+	// Labels that locate nothing: the snapshotter falls back.
+	err = f.Mount(t.Context(), mp1, map[string]string{snapshot.LabelDOI: pub.doi, snapshot.LabelTOCDigest: digest.FromString("x").String()})
+	require.ErrorIs(t, err, errdefs.ErrNotFound)
+	err = f.Mount(t.Context(), mp1, map[string]string{snapshot.LabelDOI: "10.5281/zenodo.999999", snapshot.LabelTOCDigest: toc})
+	require.ErrorIs(t, err, errdefs.ErrNotFound)
+	entries, err := os.ReadDir(mp1)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing mounted after a failed Mount")
+}
