@@ -525,12 +525,14 @@ func (wr *writer) convertLayer(ctx context.Context, job *layerJob) (retErr error
 	}
 	job.file = f.Name()
 	job.out = ocispec.Descriptor{Digest: res.Digest, Size: res.Size}
-	job.toc = res.TOCJSON
-	job.tocDigest = res.TOCDigest
-	job.uncompressedSize = res.UncompressedSize
-	if digest.FromBytes(job.toc) != job.tocDigest {
+	if digest.FromBytes(res.TOCJSON) != res.TOCDigest {
 		return fmt.Errorf("converted layer %s: TOC digest mismatch: %w", job.src.Digest, ErrCorrupt)
 	}
+	// The TOC is stored gzipped: about a quarter of the JSON, and it sits in
+	// the metadata range every lazy start reads.
+	job.toc = seekable.CompressTOC(res.TOCJSON)
+	job.tocDigest = digest.FromBytes(job.toc)
+	job.uncompressedSize = res.UncompressedSize
 	return nil
 }
 
@@ -606,7 +608,7 @@ func (wr *writer) emit(n *node) (ocispec.Descriptor, error) {
 		nl.Annotations[seekable.AnnotationUncompressedSize] = strconv.FormatInt(job.uncompressedSize, 10)
 		layers[i] = nl
 		changed = true
-		wr.plan(&wr.tocs, ocispec.Descriptor{MediaType: seekable.MediaTypeTOC, Digest: job.tocDigest, Size: int64(len(job.toc))}, job.toc)
+		wr.plan(&wr.tocs, ocispec.Descriptor{MediaType: seekable.MediaTypeTOCGzip, Digest: job.tocDigest, Size: int64(len(job.toc))}, job.toc)
 	}
 	wr.plan(&wr.configs, m.Config, n.config)
 	raw := n.raw

@@ -87,7 +87,7 @@ func TestWriteRoundTrip(t *testing.T) {
 				require.Equal(t, b.Digest, digest.FromBytes(got), "blob %s", b.Digest)
 				require.Equal(t, b.Offset, offsets[blobPath(b.Digest)])
 				isMetadata := images.IsIndexType(b.MediaType) || images.IsManifestType(b.MediaType) ||
-					images.IsConfigType(b.MediaType) || b.MediaType == seekable.MediaTypeTOC
+					images.IsConfigType(b.MediaType) || b.MediaType == seekable.MediaTypeTOC || b.MediaType == seekable.MediaTypeTOCGzip
 				if !isMetadata {
 					sawLayer = true
 				} else {
