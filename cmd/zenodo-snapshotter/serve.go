@@ -149,7 +149,7 @@ func serve(ctx context.Context, cfg Config) (retErr error) {
 			remote.WithObserver(metrics.RemoteObserver()))
 		d.openers = append(d.openers, op)
 		openers[in.host] = lazy.RemoteOpener(op)
-		sources[in.host] = newSource(client, op)
+		sources[in.host] = resolver.NewRemoteSource(client, op)
 		log.G(ctx).WithFields(log.Fields{"host": in.host, "url": in.url, "authenticated": client.Authenticated()}).Info("reading Zenodo instance")
 	}
 
