@@ -90,7 +90,7 @@ const (
 	ModeIndex = "index" // format v1: index file and one metadata range
 	ModeWalk  = "walk"  // no index: tar headers read by range
 	ModeSpool = "spool" // downloaded whole into a spool file
-	ModeState = "state" // from the state directory, without network
+	ModeState = "state" // from the state directory (index and metadata, or spool file), without network
 )
 
 func (o *options) emit(e Event) {
@@ -104,13 +104,13 @@ func (o *options) emit(e Event) {
 var (
 	// ErrNoImage: the record has no file that could be an image archive
 	// (errdefs.ErrNotFound).
-	ErrNoImage = &kindError{"record has no image", errdefs.ErrNotFound}
+	ErrNoImage error = &kindError{"record has no image", errdefs.ErrNotFound}
 	// ErrAmbiguous: the record has several files that could be the image
 	// archive (errdefs.ErrInvalidArgument).
-	ErrAmbiguous = &kindError{"record has several image archives", errdefs.ErrInvalidArgument}
+	ErrAmbiguous error = &kindError{"record has several image archives", errdefs.ErrInvalidArgument}
 	// ErrNoTOC: the layer is not seekable, so it cannot be read lazily
 	// (errdefs.ErrNotFound).
-	ErrNoTOC = &kindError{"layer has no TOC", errdefs.ErrNotFound}
+	ErrNoTOC error = &kindError{"layer has no TOC", errdefs.ErrNotFound}
 )
 
 type kindError struct {

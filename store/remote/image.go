@@ -51,7 +51,8 @@ func (i *Image) File() zenodo.File { return i.file }
 
 // Mode says how the archive is read: ModeIndex (format v1, by range),
 // ModeWalk (by range, without index), ModeSpool (downloaded whole), or
-// ModeState (format v1 from the state directory, by range).
+// ModeState (opened from the state directory without a request: format v1
+// by range, or a spool file kept there).
 func (i *Image) Mode() string { return i.mode }
 
 // Archive returns the opened archive: a content.Provider of the image's
@@ -65,7 +66,7 @@ func (i *Image) Root() ocispec.Descriptor { return i.arch.Root() }
 
 // Layer returns the lazy reader of a seekable layer of the image: desc must
 // carry the seekable.AnnotationTOCDigest annotation (else the error wraps
-// ErrNoTOC) and name a blob of the archive. Its TOC is read (from the
+// ErrNoTOC) and name a blob of the archive, with its size. Its TOC is read (from the
 // metadata range, so without a request), verified against that digest and
 // parsed. Layers are shared: the same descriptor gives the same Layer until
 // it is closed.

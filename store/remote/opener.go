@@ -36,9 +36,10 @@ type Opener struct {
 	sf singleflight.Group
 
 	mu      sync.Mutex
-	refs    map[string]refEntry // resolved references, by refKey
-	images  map[string]*Image   // by record id and file key
-	tempDir string              // spool files without a state directory
+	refs    map[string]refEntry       // resolved references, by refKey
+	images  map[string]*Image         // by record id and file key
+	opened  map[string]*zenodo.Record // records of the open images, by id
+	tempDir string                    // spool files without a state directory
 	closed  bool
 }
 
@@ -61,6 +62,7 @@ func NewOpener(client *zenodo.Client, opts ...Option) *Opener {
 		cancel: cancel,
 		refs:   map[string]refEntry{},
 		images: map[string]*Image{},
+		opened: map[string]*zenodo.Record{},
 	}
 }
 
@@ -191,6 +193,7 @@ func (op *Opener) open(ctx context.Context, ref zenodo.Reference) (*Image, error
 			return nil, fmt.Errorf("opening %s: opener closed: %w", ref, errdefs.ErrUnavailable)
 		}
 		op.images[k] = img
+		op.opened[rec.RecordID()] = rec
 		return img, nil
 	})
 	if err != nil {
@@ -211,6 +214,13 @@ func modeOf(img *Image) string {
 // (falling back to the state directory when Zenodo is unreachable).
 func (op *Opener) resolve(ctx context.Context, ref zenodo.Reference) (*zenodo.Record, error) {
 	if ref.Tag == "" {
+		// A record id that is a version's: it names that version forever.
+		op.mu.Lock()
+		rec := op.opened[ref.RecID]
+		op.mu.Unlock()
+		if rec != nil {
+			return rec, nil
+		}
 		if rec, ok := op.state.loadRecord(ref.RecID); ok {
 			return rec, nil
 		}
@@ -428,6 +438,13 @@ func (op *Opener) fetchIndexed(ctx context.Context, img *Image, src *remoteSourc
 	}
 	if err := op.openIndexed(ctx, img, src, idxData, meta); err != nil {
 		return err
+	}
+	if meta == nil && img.file.Size > 0 {
+		// No metadata range was read: probe for range support.
+		if err := img.af.fetchBlock(ctx, make([]byte, 1), 0); err != nil {
+			img.af.Close()
+			return err
+		}
 	}
 	if dir != "" {
 		err := errors.Join(writeFileAtomic(filepath.Join(dir, "metadata"), meta), writeFileAtomic(filepath.Join(dir, "index.json"), idxData))

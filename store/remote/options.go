@@ -25,7 +25,7 @@ const (
 	DefaultMaxSpoolSize = 64 << 30
 	// DefaultMaxMetadata bounds the metadata range read when an image is
 	// opened; a larger one is read on demand instead.
-	DefaultMaxMetadata = 256 << 20
+	DefaultMaxMetadata = 64 << 20
 )
 
 // Option configures an Opener.
@@ -76,7 +76,7 @@ func makeOptions(opts []Option) *options {
 // WithCache keeps fetched members (compressed, keyed by their digest) in c,
 // so they are fetched once and survive restarts. Give the cache
 // cache.WithVerify(cache.VerifyDigest) so nothing unverified is ever stored.
-// The default is no on-disk cache: only the memory cache (WithMemoryCache)
+// The default is no on-disk cache: only the memory cache (WithMemoryCacheSize)
 // holds members, and background fills are not run.
 func WithCache(c cache.Cache) Option {
 	return func(o *options) { o.cache = c }

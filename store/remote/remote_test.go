@@ -9,8 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
@@ -685,4 +687,64 @@ func TestOpenRange(t *testing.T) {
 	_, err = io.ReadAll(rc)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	rc.Close()
+}
+
+func TestResolutionTTL(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t, nil)
+	concept, err := zenodo.ParseReference(f.pub.ConceptDOI)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name      string
+		ttl       time.Duration
+		reresolve bool
+	}{
+		{"default TTL", 0, false},
+		{"expired", time.Nanosecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := newOpener(t, f.client(t), WithTTL(tc.ttl))
+			img, err := op.Open(ctx, concept)
+			require.NoError(t, err)
+			f.reset()
+			img2, err := op.Open(ctx, concept)
+			require.NoError(t, err)
+			assert.Same(t, img, img2)
+			files := 0
+			for _, e := range f.log.all() {
+				if strings.Contains(e.URL, "/files/") {
+					files++
+				}
+			}
+			assert.Zero(t, files, "the image stays open")
+			if tc.reresolve {
+				assert.NotEmpty(t, f.log.all(), "the concept is resolved again")
+			} else {
+				assert.Empty(t, f.log.all())
+			}
+			// A version DOI of an open image needs no request, whatever the TTL.
+			f.reset()
+			_, err = op.Open(ctx, f.ref(t))
+			require.NoError(t, err)
+			assert.Empty(t, f.log.all())
+		})
+	}
+}
+
+func TestOnDemandFetchResumes(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t, nil)
+	ta := buildArchive(t)
+	op := newOpener(t, f.client(t))
+	img, err := op.Open(ctx, f.ref(t))
+	require.NoError(t, err)
+	l, err := img.Layer(ctx, ta.layers[0])
+	require.NoError(t, err)
+	f.reset()
+	f.srv.InjectFault(zenodotest.Fault{Method: "GET", PathContains: "/files/", Truncate: 64 << 10})
+	got, err := readFile(ctx, l, lookup(t, l, "usr/lib/big.bin"), 128<<10)
+	require.NoError(t, err)
+	assert.Equal(t, ta.files[0]["usr/lib/big.bin"], got)
+	idle(l)
+	assert.Len(t, f.log.files(), 2, "the cut request is resumed once")
 }
