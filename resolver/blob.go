@@ -36,13 +36,11 @@ func openBlob(ctx context.Context, im *image, d ocispec.Descriptor, offset, leng
 		return io.NopCloser(bytes.NewReader(b[offset : offset+length])), nil
 	}
 	whole := offset == 0 && length == d.Size
-	var rc io.ReadCloser
-	if bs, ok := im.Image.(BlobStreamer); ok {
-		var err error
-		if rc, err = bs.OpenBlob(ctx, d, offset, length); err != nil {
-			return nil, fmt.Errorf("opening blob %s: %w", d.Digest, err)
-		}
-	} else {
+	rc, err := streamBlob(ctx, im, d, offset, length)
+	if err != nil {
+		return nil, err
+	}
+	if rc == nil {
 		ra, err := im.ReaderAt(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("opening blob %s: %w", d.Digest, err)
@@ -55,6 +53,24 @@ func openBlob(ctx context.Context, im *image, d ocispec.Descriptor, offset, leng
 	}
 	if whole {
 		return newVerifyReader(rc, d), nil
+	}
+	return rc, nil
+}
+
+// streamBlob opens a range of a blob with the Image's BlobStreamer. It
+// returns nil, nil when the Image cannot stream it (no BlobStreamer, or
+// errdefs.ErrNotImplemented): the caller reads through ReaderAt.
+func streamBlob(ctx context.Context, im *image, d ocispec.Descriptor, offset, length int64) (io.ReadCloser, error) {
+	bs, ok := im.Image.(BlobStreamer)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := bs.OpenBlob(ctx, d, offset, length)
+	if errdefs.IsNotImplemented(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening blob %s: %w", d.Digest, err)
 	}
 	return rc, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"sync"
@@ -579,7 +580,7 @@ func (im *image) smallBlob(ctx context.Context, d ocispec.Descriptor) ([]byte, e
 		return b, nil
 	}
 	ch := im.small.DoChan(string(d.Digest), func() (any, error) {
-		b, err := content.ReadBlob(context.WithoutCancel(ctx), im.Image, d)
+		b, err := im.readWhole(context.WithoutCancel(ctx), d)
 		if err != nil {
 			return nil, fmt.Errorf("reading blob %s: %w", d.Digest, err)
 		}
@@ -603,6 +604,20 @@ func (im *image) smallBlob(ctx context.Context, d ocispec.Descriptor) ([]byte, e
 		}
 		return res.Val.([]byte), nil
 	}
+}
+
+// readWhole reads a small blob with one request when the Image can stream
+// it, else through its ReaderAt. The caller checks the digest.
+func (im *image) readWhole(ctx context.Context, d ocispec.Descriptor) ([]byte, error) {
+	rc, err := streamBlob(ctx, im, d, 0, d.Size)
+	if err != nil {
+		return nil, err
+	}
+	if rc == nil {
+		return content.ReadBlob(ctx, im.Image, d)
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, d.Size+1))
 }
 
 // doiPrefix is the DOI prefix of records on host.

@@ -23,25 +23,29 @@ const SnapshotterName = "zenodo"
 // plain http is meant), for `ctr --hosts-dir`, nerdctl and CRI's
 // config_path. It goes in <certs.d>/<host>/hosts.toml (see InstallHosts).
 //
-// The endpoint is the namespace's server, not a mirror ([host."…"]) in
-// front of server = "https://zenodo.org": zenodo.org is no registry, so a
-// fallback there could only turn the endpoint's clear errors ("connection
-// refused" when the daemon is down, a missing tag) into a confusing 404 from
-// Zenodo's web site, and spend requests of Zenodo's rate limit. containerd
-// adds ?ns=<host> to every request to a server whose address is not the
-// namespace's, which is how the endpoint tells zenodo.org from
-// sandbox.zenodo.org. Plain http needs no skip_verify (that only applies to
-// https); the capabilities are pull and resolve, so a push is refused by
-// containerd before it reaches the endpoint.
+// The endpoint is both a [host."…"] entry (containerd 1.6 ignores a
+// hosts.toml without one: "invalid `host` tree") and the namespace's server,
+// where containerd falls back to when the hosts fail. The server is not
+// https://zenodo.org: that is no registry, so a fallback there could only
+// turn the endpoint's errors ("connection refused" when the daemon is down)
+// into a confusing one from Zenodo's web site, and spend requests of
+// Zenodo's rate limit (an empty capabilities list does not disable the
+// server: containerd reads it as "all"). containerd adds ?ns=<host> to every
+// request to an address that is not the namespace's, which is how the
+// endpoint tells zenodo.org from sandbox.zenodo.org. Plain http needs no
+// skip_verify (that applies to https only); the capabilities are pull and
+// resolve, so containerd refuses a push before it reaches the endpoint.
 func HostsTOML(endpoint, host string) []byte {
-	ep := normalizeEndpoint(endpoint)
+	ep := tomlQuote(normalizeEndpoint(endpoint))
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by zenodo-snapshotter: images named %s/<doi>[:<tag>|@<digest>]\n", host)
 	b.WriteString("# are read from Zenodo records by its read-only OCI registry endpoint.\n")
-	b.WriteString("# containerd adds ?ns=" + host + " to each request; there is no registry at\n")
-	b.WriteString("# https://" + host + " to fall back to.\n")
-	fmt.Fprintf(&b, "server = %s\n", tomlQuote(ep))
-	b.WriteString("capabilities = [\"pull\", \"resolve\"]\n")
+	b.WriteString("# containerd adds ?ns=" + host + " to each request. There is no registry at\n")
+	b.WriteString("# https://" + host + ", so the endpoint is the server too (no fallback there).\n")
+	fmt.Fprintf(&b, "server = %s\n", ep)
+	b.WriteString("capabilities = [\"pull\", \"resolve\"]\n\n")
+	fmt.Fprintf(&b, "[host.%s]\n", ep)
+	b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
 	return []byte(b.String())
 }
 

@@ -26,11 +26,13 @@ func TestInstallHosts(t *testing.T) {
 
 		rh, err := hosts(h)
 		require.NoError(t, err)
-		require.Len(t, rh, 1, "only the endpoint: no fallback to https://%s", h)
-		assert.Equal(t, "http", rh[0].Scheme)
-		assert.Equal(t, "127.0.0.1:5999", rh[0].Host)
-		assert.Equal(t, "/v2", rh[0].Path)
-		assert.Equal(t, docker.HostCapabilityPull|docker.HostCapabilityResolve, rh[0].Capabilities)
+		require.Len(t, rh, 2, "the endpoint as host and server: no fallback to https://%s", h)
+		for _, r := range rh {
+			assert.Equal(t, "http", r.Scheme)
+			assert.Equal(t, "127.0.0.1:5999", r.Host)
+			assert.Equal(t, "/v2", r.Path)
+			assert.Equal(t, docker.HostCapabilityPull|docker.HostCapabilityResolve, r.Capabilities)
+		}
 	}
 	// Installing again replaces the files.
 	require.NoError(t, InstallHosts(dir, "http://127.0.0.1:6000/"))
@@ -77,9 +79,13 @@ func TestHostsTOMLQuoting(t *testing.T) {
 	var cfg struct {
 		Server       string   `toml:"server"`
 		Capabilities []string `toml:"capabilities"`
+		Host         map[string]struct {
+			Capabilities []string `toml:"capabilities"`
+		} `toml:"host"`
 	}
 	require.NoError(t, toml.Unmarshal(HostsTOML("http://[::1]:5000", "zenodo.org"), &cfg))
 	assert.Equal(t, "http://[::1]:5000", cfg.Server)
 	assert.Equal(t, []string{"pull", "resolve"}, cfg.Capabilities)
+	assert.Equal(t, []string{"pull", "resolve"}, cfg.Host["http://[::1]:5000"].Capabilities)
 	assert.Equal(t, `"a\"b\\c\u0001"`, tomlQuote("a\"b\\c\x01"))
 }
