@@ -35,9 +35,9 @@ func TestParseRelease(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	proxy := `
-[proxy_plugins.zenodo]
+[proxy_plugins.other]
   type = "snapshot"
-  address = "/tmp/x/zenodo.sock"
+  address = "/tmp/y.sock"
 `
 	tests := []struct {
 		name  string
@@ -58,11 +58,14 @@ func TestConfig(t *testing.T) {
 		},
 		{
 			name: "2.x with snapshotter and proxy", major: 2,
-			opts: options{snapshotter: "zenodo", extraConfig: []string{proxy}},
+			opts: options{snapshotter: "zenodo", proxies: map[string]string{"zenodo": "/tmp/x/zenodo.sock"}, extraConfig: []string{proxy}},
 			check: func(t *testing.T, cfg map[string]any) {
 				assert.EqualValues(t, 3, cfg["version"])
 				assert.Equal(t, []any{"io.containerd.nri.v1.nri"}, cfg["disabled_plugins"])
 				assert.Equal(t, "/tmp/x/zenodo.sock", dig(cfg, "proxy_plugins", "zenodo", "address"))
+				assert.Equal(t, "snapshot", dig(cfg, "proxy_plugins", "zenodo", "type"))
+				assert.Equal(t, "true", dig(cfg, "proxy_plugins", "zenodo", "exports", "enable_remote_snapshot_annotations"))
+				assert.Equal(t, "/tmp/y.sock", dig(cfg, "proxy_plugins", "other", "address"), "from WithConfig")
 				unpack := dig(cfg, "plugins", "io.containerd.transfer.v1.local", "unpack_config").([]any)
 				require.Len(t, unpack, 2)
 				assert.Equal(t, "zenodo", unpack[0].(map[string]any)["snapshotter"])

@@ -66,6 +66,7 @@ type Daemon struct {
 type options struct {
 	version      *Version
 	extraConfig  []string
+	proxies      map[string]string // name → address
 	snapshotter  string
 	namespace    string
 	logLevel     string
@@ -81,13 +82,12 @@ type Option func(*options)
 // WithVersion selects the containerd to run. The default is Debian's (1.6).
 func WithVersion(v Version) Option { return func(o *options) { o.version = &v } }
 
-// WithConfig adds TOML to the daemon's config, e.g. a proxy snapshotter:
+// WithConfig adds TOML to the daemon's config, e.g. plugin settings:
 //
-//	[proxy_plugins.zenodo]
-//	  type = "snapshot"
-//	  address = "/tmp/…/zenodo.sock"
+//	[plugins."io.containerd.gc.v1.scheduler"]
+//	  pause_threshold = 0.5
 //
-// It is merged table by table over the generated config (root, state, socket,
+// (for proxy snapshotters, see WithProxySnapshotter). It is merged table by table over the generated config (root, state, socket,
 // disabled CRI/NRI, …), later WithConfig calls winning; keys valid in both the
 // 1.6 (version 2) and 2.x (version 3) formats, such as proxy_plugins, work on
 // either. The default is no extra config.
@@ -220,6 +220,9 @@ func (d *Daemon) config() (string, error) {
 		// are about, and daemons side by side would fight over the ports.
 		cfg["disabled_plugins"] = []string{"io.containerd.grpc.v1.cri"}
 	}
+	if len(d.opts.proxies) > 0 {
+		cfg["proxy_plugins"] = proxyConfig(d.opts.proxies)
+	}
 	for i, extra := range d.opts.extraConfig {
 		var m map[string]any
 		if err := toml.Unmarshal([]byte(extra), &m); err != nil {
@@ -351,8 +354,9 @@ func (d *Daemon) probe(ctx context.Context) error {
 }
 
 // Client returns a containerd client (containerd/v2/client, which also speaks
-// to 1.6) whose default namespace is Namespace. Do not Close it: the daemon's
-// cleanup does.
+// to 1.6) whose default namespace is Namespace, or nil while the daemon is
+// stopped (Stop; Restart makes a new one). Do not Close it: Stop and the
+// daemon's cleanup do.
 func (d *Daemon) Client() *client.Client { return d.client }
 
 // Context returns ctx carrying the daemon's namespace, for APIs (content

@@ -115,6 +115,9 @@ func Import(t testing.TB, d *containerdtest.Daemon, layoutDir, name string, opts
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if d.Client() == nil {
+		t.Fatalf("importing image layout %s: containerd %s is stopped", layoutDir, d.Version().Name)
+	}
 	ctx, cancel := context.WithTimeout(d.Context(context.Background()), o.timeout)
 	defer cancel()
 	img, err := importLayout(ctx, d.Client(), layoutDir, name)
