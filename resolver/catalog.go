@@ -371,10 +371,11 @@ func mediaTypeOf(b []byte) string {
 	return ocispec.MediaTypeImageManifest
 }
 
-// find returns the image of repository ref (host and record; tag and digest
-// ignored) that holds dgst: a cached image of that repository, else its
-// newest version, else (up to WithMaxVersionSearch) its older versions,
-// newest first.
+// find returns the image of repository ref (host and record; ref.Digest
+// ignored) that holds dgst: a cached image of that repository, else the
+// image ref's tag names (if any), else the record's newest version, else (up
+// to WithMaxVersionSearch) its older versions, newest first. A miss is
+// remembered for a few seconds.
 func (c *catalog) find(ctx context.Context, ref zenodo.Reference, dgst digest.Digest) (*image, ocispec.Descriptor, error) {
 	repo := repoKey{host: ref.Host, recID: ref.RecID}
 	if im, d, ok := c.cached(repo, dgst); ok {

@@ -31,7 +31,9 @@
 // Opened images are cached (WithCacheTTL, WithCacheSize) and concurrent
 // look-ups of one reference share one Source.Open, so a pull through the
 // endpoint costs the Source's set-up (store/remote: at most 3 requests) plus
-// about one ranged read per layer (WithReadSize), and a second pull within
-// the TTL no record look-up at all. Manifests and small blobs are kept in
-// memory per image and read once however many clients ask at the same time.
+// one ranged request of exactly each layer's bytes (an Image that cannot
+// stream is read WithReadSize bytes per request), and a second pull within
+// the TTL no record look-up at all. Manifests and small blobs (up to 1 MiB)
+// are kept in memory per image and read once however many clients ask at
+// the same time; HEAD requests never read a blob.
 package resolver
