@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/remote"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
 
@@ -14,12 +15,13 @@ import (
 // an errdefs kind, or an error of package zenodo; test with errors.Is.
 var (
 	// ErrNoImage: the record holds no image archive (no file named like
-	// image.tar…, nor a single file with ".tar" in its name). Wraps
-	// errdefs.ErrNotFound.
-	ErrNoImage error = &kindError{"record holds no image archive", errdefs.ErrNotFound}
+	// image.tar…, nor a single file with ".tar" in its name). It is
+	// store/remote's, and wraps errdefs.ErrNotFound.
+	ErrNoImage error = remote.ErrNoImage
 	// ErrAmbiguous: the record holds several files that could be its image
-	// archive. Wraps errdefs.ErrFailedPrecondition.
-	ErrAmbiguous error = &kindError{"several candidate image archives", errdefs.ErrFailedPrecondition}
+	// archive. It is store/remote's (an errdefs.ErrInvalidArgument, which
+	// ExitCode counts as an error, not a usage error).
+	ErrAmbiguous error = remote.ErrAmbiguous
 	// ErrCorruptArchive: the archive's content does not match what it
 	// claims (digests, sizes, tar structure). Wraps errdefs.ErrDataLoss.
 	ErrCorruptArchive error = &kindError{"image archive corrupt", errdefs.ErrDataLoss}
@@ -67,7 +69,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrAmbiguous):
 		return ExitError
 	case errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err):
 		return ExitAuth

@@ -45,11 +45,9 @@ type ExportResult struct {
 // checked against the md5 Zenodo lists; the file written is then opened and
 // every blob verified (and a pinned digest looked up) before it is renamed
 // into place, so path never holds a partial or corrupt archive.
-func Export(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, path string, opts ...OpenOption) (_ *ExportResult, retErr error) {
-	o, err := makeOpenOptions(opts)
-	if err != nil {
-		return nil, err
-	}
+//
+// Progress shows through the client's HTTP client (NewHTTPClient).
+func Export(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, path string) (_ *ExportResult, retErr error) {
 	if path == "" {
 		return nil, fmt.Errorf("exporting %s: no output file: %w", ref, errdefs.ErrInvalidArgument)
 	}
@@ -84,12 +82,10 @@ func Export(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, path s
 		return nil, fmt.Errorf("downloading %s of record %s: %w", arch.Key, recID, err)
 	}
 	defer rc.Close()
-	t := o.progress.Track(arch.Key, arch.Size)
 	h := md5.New()
-	var src io.Reader = &md5Check{r: &countingReader{r: io.TeeReader(rc, h), t: t}, h: h, want: arch.MD5(), name: arch.Key}
+	var src io.Reader = &md5Check{r: io.TeeReader(rc, h), h: h, want: arch.MD5(), name: arch.Key}
 	dr, err := compression.DecompressStream(src)
 	if err != nil {
-		t.Done(err)
 		return nil, fmt.Errorf("reading %s of record %s: %v: %w", arch.Key, recID, err, ErrCorruptArchive)
 	}
 	n, err := io.Copy(f, &ctxReader{ctx: ctx, r: dr})
@@ -98,7 +94,6 @@ func Export(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, path s
 		_, err = io.Copy(io.Discard, src)
 	}
 	dr.Close()
-	t.Done(err)
 	if err != nil {
 		if errors.Is(err, zenodo.ErrChecksumMismatch) || errdefs.IsDataLoss(err) {
 			return nil, fmt.Errorf("downloading %s of record %s: %w", arch.Key, recID, err)

@@ -149,9 +149,9 @@ func recordInfo(zc *zenodo.Client, rec *zenodo.Record) RecordInfo {
 // reading only metadata: the record, its versions, the archive index and
 // one range holding every manifest and config (format v1), or the tar
 // headers and metadata blobs (other uncompressed archives). Compressed
-// archives are downloaded whole (into WithSpoolDir).
+// archives are downloaded whole, into a spool file removed by Close.
 func Inspect(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, opts ...OpenOption) (*Inspection, error) {
-	im, err := OpenImage(ctx, zc, ref, append([]OpenOption{WithChunkSize(1 << 20)}, opts...)...)
+	im, err := OpenImage(ctx, zc, ref, opts...)
 	if err != nil {
 		return nil, err
 	}

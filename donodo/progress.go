@@ -3,6 +3,9 @@ package donodo
 import (
 	"context"
 	"io"
+	"net/http"
+	"path"
+	"strings"
 	"sync"
 
 	"github.com/vbauerster/mpb/v8"
@@ -156,4 +159,74 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		c.t.SetCurrent(c.n)
 	}
 	return n, err
+}
+
+// MinTrackedDownload is the smallest response body NewHTTPClient shows.
+const MinTrackedDownload = 1 << 20
+
+// NewHTTPClient returns an HTTP client (for zenodo.WithHTTPClient) that
+// reports every download of at least MinTrackedDownload bytes (a whole
+// file, or a layer read by range) to p, named by the file and range. Its
+// transport is a clone of http.DefaultTransport keeping up to 16 idle
+// connections per host, as the zenodo client's own default.
+func NewHTTPClient(p Progress) *http.Client {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 16
+	if p == nil || p == NoProgress {
+		return &http.Client{Transport: base}
+	}
+	return &http.Client{Transport: &progressTransport{base: base, p: p}}
+}
+
+type progressTransport struct {
+	base http.RoundTripper
+	p    Progress
+}
+
+func (t *progressTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || resp.ContentLength < MinTrackedDownload ||
+		(resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent) {
+		return resp, err
+	}
+	name := path.Base(req.URL.Path)
+	if cr := resp.Header.Get("Content-Range"); cr != "" {
+		name += " " + strings.TrimPrefix(cr, "bytes ")
+	}
+	tr := t.p.Track(name, resp.ContentLength)
+	resp.Body = &trackedBody{ReadCloser: resp.Body, t: tr, size: resp.ContentLength}
+	return resp, nil
+}
+
+// trackedBody reports a response body's progress; it is done at EOF, and
+// abandoned when closed early or on an error.
+type trackedBody struct {
+	io.ReadCloser
+	t    Tracker
+	size int64
+	n    int64
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.n += int64(n)
+		b.t.SetCurrent(b.n)
+	}
+	switch {
+	case err == io.EOF:
+		b.t.Done(nil)
+	case err != nil:
+		b.t.Done(err)
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	if b.n < b.size {
+		b.t.Done(io.ErrUnexpectedEOF)
+	} else {
+		b.t.Done(nil)
+	}
+	return b.ReadCloser.Close()
 }

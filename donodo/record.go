@@ -2,12 +2,10 @@ package donodo
 
 import (
 	"context"
-	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -19,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/remote"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
 
@@ -38,10 +37,11 @@ const (
 )
 
 // ChooseArchive picks the image archive among a record's files, as the
-// Python donodo does: image.tar with image.tar.index.json (format v1) if
-// present, else the one file whose name starts with "image.tar", else the
-// one file whose name contains ".tar". index is the format v1 index file,
-// or nil. No candidate is ErrNoImage; several are ErrAmbiguous.
+// Python donodo (and store/remote) do: the file image.tar (with
+// image.tar.index.json, format v1), else the one file whose name starts
+// with "image.tar", else the one file whose name contains ".tar". index is
+// the format v1 index file, or nil. No candidate is ErrNoImage; several are
+// ErrAmbiguous.
 func ChooseArchive(files []zenodo.File) (arch zenodo.File, index *zenodo.File, err error) {
 	byKey := map[string]zenodo.File{}
 	var keys []string
@@ -53,6 +53,7 @@ func ChooseArchive(files []zenodo.File) (arch zenodo.File, index *zenodo.File, e
 		if idx, ok := byKey[archive.IndexFileName]; ok {
 			return a, &idx, nil
 		}
+		return a, nil, nil
 	}
 	isIndex := func(k string) bool { return strings.HasSuffix(k, ".index.json") }
 	for _, rule := range []func(string) bool{
@@ -106,70 +107,22 @@ func clip(s string, n int) string {
 type OpenOption func(*openOptions) error
 
 type openOptions struct {
-	spoolDir string
-	chunk    int64
-	progress Progress
-	stream   bool
+	opener *remote.Opener
 }
 
-// WithSpoolDir sets where compressed archives are decompressed to while
-// open. The default is os.TempDir().
-func WithSpoolDir(dir string) OpenOption {
+// WithOpener opens the image through op (shared, say, with a resolver), which
+// the Image then leaves open. By default OpenImage uses an Opener of its own
+// (no background fill, no state directory), closed with the Image.
+func WithOpener(op *remote.Opener) OpenOption {
 	return func(o *openOptions) error {
-		o.spoolDir = dir
+		o.opener = op
 		return nil
 	}
 }
 
-// WithChunkSize sets the size of the ranged requests that read blobs; the
-// metadata of a format v1 archive is always one request. The default is
-// 8 MiB.
-func WithChunkSize(n int64) OpenOption {
-	return func(o *openOptions) error {
-		if n < 4096 {
-			return fmt.Errorf("chunk size %d: at least 4096: %w", n, errdefs.ErrInvalidArgument)
-		}
-		o.chunk = n
-		return nil
-	}
-}
-
-// WithOpenProgress reports the download of archives that are streamed
-// whole (compressed ones). The default is NoProgress.
-func WithOpenProgress(p Progress) OpenOption {
-	return func(o *openOptions) error {
-		if p == nil {
-			p = NoProgress
-		}
-		o.progress = p
-		return nil
-	}
-}
-
-// WithDownload downloads the archive whole, in one request, into a spool
-// file and reads it from there, instead of reading it by range: for
-// commands that read all of it anyway. By default only compressed archives
-// (and servers that refuse ranges) are downloaded.
-func WithDownload() OpenOption {
-	return func(o *openOptions) error {
-		o.stream = true
-		return nil
-	}
-}
-
-func makeOpenOptions(opts []OpenOption) (*openOptions, error) {
-	o := &openOptions{spoolDir: os.TempDir(), chunk: 8 << 20, progress: NoProgress}
-	for _, opt := range opts {
-		if err := opt(o); err != nil {
-			return nil, err
-		}
-	}
-	return o, nil
-}
-
-// Image is the image archive of a Zenodo record, opened for reading. It is
-// a content.Provider of the archive's blobs, every blob verified against
-// its digest when read whole. Close it when done.
+// Image is the image archive of a Zenodo record, opened for reading through
+// store/remote. It is a content.Provider of the archive's blobs, every blob
+// verified against its digest when read whole. Close it when done.
 type Image struct {
 	// Ref is the reference the image was opened by.
 	Ref zenodo.Reference
@@ -182,6 +135,7 @@ type Image struct {
 	// Format says how the archive is read.
 	Format Format
 
+	img     *remote.Image
 	arch    *archive.Archive
 	closers []func() error
 }
@@ -189,101 +143,75 @@ type Image struct {
 var _ content.Provider = (*Image)(nil)
 
 // OpenImage resolves ref (DESIGN §3: a version, a concept's latest version,
-// a tag) and opens the image archive of that record version. A pinned
-// digest (ref.Digest) is checked by Root.
+// a tag) and opens the image archive of that record version with
+// store/remote: a format v1 archive costs the record, its index and one
+// ranged request for all the metadata; another uncompressed archive is read
+// by walking its tar headers by range; a compressed one is downloaded once
+// into a spool file. A pinned digest (ref.Digest) must be the archive's
+// root or one of its manifests.
 func OpenImage(ctx context.Context, zc *zenodo.Client, ref zenodo.Reference, opts ...OpenOption) (_ *Image, retErr error) {
-	o, err := makeOpenOptions(opts)
-	if err != nil {
-		return nil, err
+	o := &openOptions{}
+	for _, opt := range opts {
+		if err := opt(o); err != nil {
+			return nil, err
+		}
 	}
-	rec, err := zc.Resolve(ctx, ref)
-	if err != nil {
-		return nil, fmt.Errorf("finding record %s: %w", ref, err)
+	im := &Image{Ref: ref}
+	op := o.opener
+	if op == nil {
+		op = remote.NewOpener(zc, remote.WithBackgroundFill(false))
+		im.closers = append(im.closers, op.Close)
 	}
-	arch, idxFile, err := ChooseArchive(rec.Files)
-	if err != nil {
-		return nil, fmt.Errorf("record %s (%s): %w", rec.RecordID(), rec.DOI, err)
-	}
-	im := &Image{Ref: ref, Record: rec, File: arch, Index: idxFile}
 	defer func() {
 		if retErr != nil {
 			im.Close()
 		}
 	}()
-	recID := rec.RecordID()
-	log.G(ctx).WithFields(log.Fields{"record": recID, "file": arch.Key, "size": arch.Size}).Debug("donodo: opening image archive")
-
-	compressed := !strings.HasSuffix(arch.Key, ".tar")
-	if compressed || o.stream {
-		im.Format = FormatCompressed
-		if !compressed {
-			im.Format = FormatTar
-			if idxFile != nil {
-				im.Format = FormatV1
-			}
-		}
-		return im, im.openStream(ctx, zc, o)
+	img, err := op.Open(ctx, ref)
+	if err != nil {
+		return nil, openError(ref, err)
 	}
-
-	var idx *archive.Index
-	if idxFile != nil {
-		if idx, err = fetchIndex(ctx, zc, recID, *idxFile); err != nil {
-			return nil, err
-		}
+	im.img, im.arch, im.Record, im.File = img, img.Archive(), img.Record(), img.File()
+	switch img.Mode() {
+	case remote.ModeIndex, remote.ModeState:
 		im.Format = FormatV1
-	} else {
-		im.Format = FormatTar
+		if f, ok := im.Record.File(archive.IndexFileName); ok {
+			im.Index = &f
+		}
+	default:
+		im.Format = FormatCompressed
+		if strings.HasSuffix(im.File.Key, ".tar") {
+			im.Format = FormatTar
+		}
 	}
-	rr, err := zc.NewReaderAt(ctx, recID, arch.Key, arch.Size)
-	if errors.Is(err, zenodo.ErrRangeUnsupported) {
-		log.G(ctx).WithError(err).Info("donodo: Zenodo refused a range request; downloading the archive whole")
-		return im, im.openStream(ctx, zc, o)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening %s of record %s: %w", arch.Key, recID, err)
-	}
-	var pin int64
-	if idx != nil {
-		pin = idx.MetadataEnd
-	}
-	ra := newRemoteReaderAt(ctx, rr, o.chunk, pin)
-	im.closers = append(im.closers, ra.Close)
-	var aopts []archive.OpenOption
-	if idx != nil {
-		aopts = append(aopts, archive.WithIndex(idx))
-	}
-	a, err := archive.Open(ctx, ra, ra.Size(), aopts...)
-	if err != nil {
-		return nil, archiveError(recID, arch.Key, err)
-	}
-	im.arch = a
-	im.closers = append(im.closers, a.Close)
+	log.G(ctx).WithFields(log.Fields{"record": im.Record.RecordID(), "file": im.File.Key, "mode": img.Mode()}).Debug("donodo: opened image archive")
 	return im, nil
 }
 
-// fetchIndex downloads and parses image.tar.index.json.
-func fetchIndex(ctx context.Context, zc *zenodo.Client, recID string, f zenodo.File) (*archive.Index, error) {
-	if f.Size > archive.MaxIndexSize {
-		return nil, fmt.Errorf("%s of record %s is %d bytes, more than %d: %w", f.Key, recID, f.Size, archive.MaxIndexSize, ErrCorruptArchive)
+// openError keeps the kinds of a failed open meaningful for the command's
+// exit codes: a malformed archive is ErrCorruptArchive (not the invalid
+// argument the archive reader calls it, which would read as a usage error).
+func openError(ref zenodo.Reference, err error) error {
+	// store/remote's errors name the reference already, except a record's
+	// absence.
+	switch {
+	case errors.Is(err, ErrCorruptArchive), errors.Is(err, zenodo.ErrInvalidReference), errdefs.IsNotFound(err),
+		errors.Is(err, ErrAmbiguous), errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err):
+	case errdefs.IsInvalidArgument(err) || errdefs.IsDataLoss(err):
+		var ze *zenodo.Error
+		if !errors.As(err, &ze) {
+			return fmt.Errorf("%s: %w", strings.ReplaceAll(err.Error(), "\n", "; "), ErrCorruptArchive)
+		}
 	}
-	rc, err := zc.Open(ctx, recID, f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("downloading %s of record %s: %w", f.Key, recID, err)
+	if errdefs.IsNotFound(err) && !errors.Is(err, ErrNoImage) {
+		return fmt.Errorf("%s: no such record, version or image on Zenodo: %w", ref, err)
 	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, archive.MaxIndexSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("downloading %s of record %s: %w", f.Key, recID, err)
-	}
-	idx, err := archive.ParseIndex(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s of record %s: %v: %w", f.Key, recID, err, ErrCorruptArchive)
-	}
-	return idx, nil
+	return err
 }
 
 // archiveError reports a malformed archive as ErrCorruptArchive (not as the
-// invalid argument archive.Open calls it, which would read as a usage error).
+// invalid argument the archive reader calls it, which would read as a usage
+// error).
 func archiveError(recID, key string, err error) error {
 	if errors.Is(err, ErrCorruptArchive) {
 		return fmt.Errorf("reading %s of record %s: %w", key, recID, err)
@@ -292,28 +220,6 @@ func archiveError(recID, key string, err error) error {
 		return fmt.Errorf("reading %s of record %s: %v: %w", key, recID, err, ErrCorruptArchive)
 	}
 	return fmt.Errorf("reading %s of record %s: %w", key, recID, err)
-}
-
-// openStream downloads the archive once, checking its md5, into a spool
-// file (decompressed), and opens that.
-func (im *Image) openStream(ctx context.Context, zc *zenodo.Client, o *openOptions) error {
-	recID := im.Record.RecordID()
-	rc, err := zc.Open(ctx, recID, im.File.Key)
-	if err != nil {
-		return fmt.Errorf("downloading %s of record %s: %w", im.File.Key, recID, err)
-	}
-	defer rc.Close()
-	t := o.progress.Track(im.File.Key, im.File.Size)
-	h := md5.New()
-	r := &countingReader{r: io.TeeReader(rc, h), t: t}
-	a, err := archive.OpenStream(ctx, &md5Check{r: r, h: h, want: im.File.MD5(), name: im.File.Key}, o.spoolDir)
-	t.Done(err)
-	if err != nil {
-		return archiveError(recID, im.File.Key, err)
-	}
-	im.arch = a
-	im.closers = append(im.closers, a.Close)
-	return nil
 }
 
 // md5Check fails the read that reaches EOF when the md5 of what was read
@@ -335,7 +241,8 @@ func (m *md5Check) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the archive and its connections or spool file.
+// Close releases the archive and its connections or spool file (with the
+// Opener, if it is the Image's own).
 func (im *Image) Close() error {
 	var errs []error
 	for i := len(im.closers) - 1; i >= 0; i-- {

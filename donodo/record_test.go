@@ -3,17 +3,13 @@ package donodo
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
@@ -45,7 +41,8 @@ func TestChooseArchive(t *testing.T) {
 		{name: "image.tar without index", files: files("image.tar", "notes.txt"), want: "image.tar"},
 		{name: "prefix wins over contains", files: files("other.tar", "image.tar.zst"), want: "image.tar.zst"},
 		{name: "single tar", files: files("data.csv", "tool-1.2.tar.gz"), want: "tool-1.2.tar.gz"},
-		{name: "two image.tar files", files: files("image.tar", "image.tar.gz"), is: ErrAmbiguous},
+		{name: "image.tar wins", files: files("image.tar", "image.tar.gz"), want: "image.tar"},
+		{name: "two image.tar files", files: files("image.tar.zst", "image.tar.gz"), is: ErrAmbiguous},
 		{name: "two tars", files: files("a.tar", "b.tar.gz"), is: ErrAmbiguous},
 		{name: "no image", files: files("README.md", "data.csv"), is: ErrNoImage},
 		{name: "no files", is: ErrNoImage},
@@ -409,101 +406,4 @@ func indexOf(t testing.TB, f *fake, res *PushResult) []byte {
 	b, err := io.ReadAll(rc)
 	require.NoError(t, err)
 	return b
-}
-
-// memRange is a rangeReader over bytes that counts requests.
-type memRange struct {
-	data  []byte
-	calls atomic.Int64
-}
-
-func (m *memRange) ReadAtContext(_ context.Context, p []byte, off int64) (int, error) {
-	m.calls.Add(1)
-	if off >= int64(len(m.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-func (m *memRange) Size() int64  { return int64(len(m.data)) }
-func (m *memRange) Close() error { return nil }
-
-func TestRemoteReaderAt(t *testing.T) {
-	data := make([]byte, 100_000)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
-	big := bytes.Repeat(data, 100) // 10 MB
-	t.Run("sequential small reads cost one request per chunk", func(t *testing.T) {
-		m := &memRange{data: big}
-		r := newRemoteReaderAt(ctx(t), m, 1<<20, 0)
-		got, err := io.ReadAll(io.NewSectionReader(r, 0, r.Size()))
-		require.NoError(t, err)
-		assert.Equal(t, big, got)
-		// 64 KiB, then 1 MiB chunks.
-		assert.Equal(t, int64(1+(len(big)-smallRead+(1<<20)-1)/(1<<20)), m.calls.Load())
-	})
-	t.Run("scattered small reads fetch little", func(t *testing.T) {
-		m := &memRange{data: big}
-		var fetched atomic.Int64
-		r := newRemoteReaderAt(ctx(t), m, 8<<20, 0)
-		r.fetched = func(n int64) { fetched.Add(n) }
-		buf := make([]byte, 512)
-		for off := int64(0); off < int64(len(big))-512; off += 1 << 20 {
-			_, err := r.ReadAt(buf, off)
-			require.NoError(t, err)
-			assert.Equal(t, big[off:off+512], buf)
-		}
-		assert.Equal(t, int64(10), m.calls.Load())
-		assert.LessOrEqual(t, fetched.Load(), int64(10*smallRead))
-	})
-	t.Run("pinned metadata is one request", func(t *testing.T) {
-		m := &memRange{data: data}
-		r := newRemoteReaderAt(ctx(t), m, 4096, 30_000)
-		buf := make([]byte, 100)
-		for off := int64(0); off < 30_000; off += 1000 {
-			_, err := r.ReadAt(buf, off)
-			require.NoError(t, err)
-			assert.Equal(t, data[off:off+100], buf)
-		}
-		assert.Equal(t, int64(1), m.calls.Load())
-		// Across the pin's end.
-		_, err := r.ReadAt(buf, 29_950)
-		require.NoError(t, err)
-		assert.Equal(t, data[29_950:30_050], buf)
-	})
-	t.Run("end of file", func(t *testing.T) {
-		r := newRemoteReaderAt(ctx(t), &memRange{data: data}, 4096, 0)
-		buf := make([]byte, 100)
-		n, err := r.ReadAt(buf, 99_950)
-		assert.Equal(t, 50, n)
-		assert.ErrorIs(t, err, io.EOF)
-		_, err = r.ReadAt(buf, -1)
-		assert.True(t, errdefs.IsInvalidArgument(err))
-	})
-	t.Run("bounded cache, concurrent readers", func(t *testing.T) {
-		m := &memRange{data: data}
-		r := newRemoteReaderAt(ctx(t), m, 1000, 0)
-		var wg sync.WaitGroup
-		for g := 0; g < 8; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				buf := make([]byte, 333)
-				for off := int64(g * 1000); off+333 < int64(len(data)); off += 4999 {
-					n, err := r.ReadAt(buf, off)
-					if !assert.NoError(t, err) || !assert.Equal(t, data[off:off+int64(n)], buf[:n]) {
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		r.mu.Lock()
-		assert.LessOrEqual(t, len(r.extents), defaultExtents)
-		r.mu.Unlock()
-	})
 }

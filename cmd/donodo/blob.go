@@ -36,7 +36,7 @@ func (o *options) openImage(cmd *cobra.Command, s string) (*donodo.Image, error)
 	if err != nil {
 		return nil, err
 	}
-	return donodo.OpenImage(cmd.Context(), zc, ref, donodo.WithOpenProgress(o.progress()))
+	return donodo.OpenImage(cmd.Context(), zc, ref)
 }
 
 func parseDigest(s string) (digest.Digest, error) {
@@ -77,7 +77,7 @@ func newBlobGetCmd(o *options) *cobra.Command {
 				}()
 				w = tmp
 			}
-			desc, err := im.CopyBlob(cmd.Context(), w, dgst, o.progress())
+			desc, err := im.CopyBlob(cmd.Context(), w, dgst, nil)
 			o.endProgress()
 			if err != nil {
 				return err

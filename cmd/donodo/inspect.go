@@ -33,7 +33,7 @@ downloaded.`,
 			if err != nil {
 				return err
 			}
-			ins, err := donodo.Inspect(ctx, zc, ref, donodo.WithOpenProgress(o.progress()))
+			ins, err := donodo.Inspect(ctx, zc, ref)
 			o.endProgress()
 			if err != nil {
 				return err

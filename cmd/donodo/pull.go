@@ -15,7 +15,6 @@ func newPullCmd(o *options) *cobra.Command {
 		output      string
 		snapshotter string
 		platform    string
-		tmpDir      string
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF",
@@ -56,13 +55,8 @@ docker save or OCI archive) are read too.`,
 			if err != nil {
 				return err
 			}
-			var openOpts []donodo.OpenOption
-			if tmpDir != "" {
-				openOpts = append(openOpts, donodo.WithSpoolDir(tmpDir))
-			}
-			openOpts = append(openOpts, donodo.WithOpenProgress(o.progress()))
 			if output != "" {
-				res, err := donodo.Export(ctx, zc, ref, output, openOpts...)
+				res, err := donodo.Export(ctx, zc, ref, output)
 				o.endProgress()
 				if err != nil {
 					return err
@@ -86,7 +80,6 @@ docker save or OCI archive) are read too.`,
 				return err
 			}
 			defer cc.Close()
-			popts = append(popts, donodo.WithPullProgress(o.progress()), donodo.WithOpenOptions(openOpts...))
 			if snapshotter != "" {
 				popts = append(popts, donodo.WithSnapshotter(snapshotter))
 			}
@@ -119,6 +112,5 @@ docker save or OCI archive) are read too.`,
 	f.StringVarP(&output, "output", "o", "", "write the image archive to this file instead of containerd")
 	f.StringVar(&snapshotter, "snapshotter", "", "snapshotter to unpack with (\"zenodo\" for a lazy pull; default: the namespace's)")
 	f.StringVar(&platform, "platform", "", "platform to pull (default: this host's)")
-	f.StringVar(&tmpDir, "tmp-dir", "", "directory for compressed archives while they are read (default $TMPDIR)")
 	return cmd
 }

@@ -71,6 +71,9 @@ Creators default to the image label org.opencontainers.image.authors.`,
 			if err != nil {
 				return err
 			}
+			if !zc.Authenticated() {
+				return fmt.Errorf("pushing %s: %w", a[0], donodo.ErrNoToken)
+			}
 			cc, ctx, err := o.containerd(ctx)
 			if err != nil {
 				return err

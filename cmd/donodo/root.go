@@ -222,9 +222,20 @@ func (o *options) baseURL(ref *zenodo.Reference) string {
 // zenodo returns a client for ref's Zenodo (nil: the one of --sandbox),
 // with the token from --token-file or $ZENODO_TOKEN if there is one.
 func (o *options) zenodo(ref *zenodo.Reference) (*zenodo.Client, error) {
-	opts := []zenodo.Option{zenodo.WithUserAgent("donodo (+https://github.com/zenodo-snapshotter/zenodo-snapshotter)")}
+	opts := []zenodo.Option{
+		zenodo.WithUserAgent("donodo (+https://github.com/zenodo-snapshotter/zenodo-snapshotter)"),
+		zenodo.WithHTTPClient(donodo.NewHTTPClient(o.progress())),
+	}
 	if o.tokenFile != "" {
-		opts = append(opts, zenodo.WithTokenFile(o.tokenFile))
+		data, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --token-file: %v: %w", err, donodo.ErrNoToken)
+		}
+		token := strings.TrimSpace(string(data))
+		if token == "" {
+			return nil, fmt.Errorf("--token-file %s is empty: %w", o.tokenFile, donodo.ErrNoToken)
+		}
+		opts = append(opts, zenodo.WithToken(token))
 	} else {
 		opts = append(opts, zenodo.WithToken(zenodo.TokenFromEnv()))
 	}
@@ -247,6 +258,11 @@ func parseRef(s string) (zenodo.Reference, error) {
 // containerd connects to containerd and returns the context carrying the
 // namespace.
 func (o *options) containerd(ctx context.Context) (*client.Client, context.Context, error) {
+	if !strings.Contains(o.address, "://") {
+		if _, err := os.Stat(o.address); err != nil {
+			return nil, ctx, fmt.Errorf("containerd socket %s: %v (is containerd running? see --address): %w", o.address, err, errdefs.ErrUnavailable)
+		}
+	}
 	c, err := client.New(o.address, client.WithDefaultNamespace(o.namespace), client.WithTimeout(10*time.Second))
 	if err != nil {
 		return nil, ctx, fmt.Errorf("connecting to containerd at %s: %w", o.address, err)
