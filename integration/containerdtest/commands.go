@@ -8,14 +8,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
-// CtrCommand returns the matching ctr with the daemon's address and
-// namespace before args, and CONTAINERD_SNAPSHOTTER set when WithSnapshotter
-// was given; for tests that need stdin, a failure, or their own timeout.
+// CtrCommand returns the matching ctr set up for the daemon through its
+// environment: CONTAINERD_ADDRESS, CONTAINERD_NAMESPACE and, when
+// WithSnapshotter was given, CONTAINERD_SNAPSHOTTER (variables of these names
+// inherited from the test's environment are dropped). Flags in args override
+// them, e.g. `-n other` for another namespace. For tests that need stdin, an
+// expected failure, or their own timeout.
 func (d *Daemon) CtrCommand(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, d.opts.version.Ctr(),
-		append([]string{"--address", d.address, "--namespace", d.opts.namespace}, args...)...)
+	cmd := exec.CommandContext(ctx, d.opts.version.Ctr(), args...)
 	cmd.Env = d.toolEnv()
 	return cmd
 }
@@ -44,11 +48,12 @@ func NerdctlPath(t testing.TB) string {
 	return p
 }
 
-// NerdctlCommand returns nerdctl (see NerdctlPath) set up for the daemon before
-// args: its address and namespace, a data root, CNI config directory and
-// nerdctl.toml of its own under Dir (nothing read from /etc or written to
-// /var/lib), the cgroupfs driver, and the default snapshotter of
-// WithSnapshotter.
+// NerdctlCommand returns nerdctl (see NerdctlPath) set up for the daemon:
+// the environment of CtrCommand, and a nerdctl.toml of its own (NERDCTL_TOML)
+// giving a data root, CNI config directory and CNI plugin directory under Dir
+// (nothing read from /etc or written to /var/lib) and the cgroupfs driver.
+// Flags in args override all of it, e.g. `--namespace other`,
+// `--snapshotter zenodo`, `--hosts-dir DIR`.
 //
 // Its CNI plugin directory is empty on purpose: nerdctl's default bridge
 // network would add a bridge, iptables rules and IPAM state to the host that
@@ -63,19 +68,23 @@ func (d *Daemon) NerdctlCommand(ctx context.Context, t testing.TB, args ...strin
 			t.Fatalf("creating nerdctl directories: %v", err)
 		}
 	}
-	global := []string{
-		"--address", d.address,
-		"--namespace", d.opts.namespace,
-		"--data-root", filepath.Join(base, "data"),
-		"--cni-path", filepath.Join(base, "cni-bin"),
-		"--cni-netconfpath", filepath.Join(base, "cni.d"),
-		"--cgroup-manager", "cgroupfs",
+	cfg, err := toml.Marshal(map[string]any{
+		"address":         d.address,
+		"namespace":       d.opts.namespace,
+		"data_root":       filepath.Join(base, "data"),
+		"cni_path":        filepath.Join(base, "cni-bin"),
+		"cni_netconfpath": filepath.Join(base, "cni.d"),
+		"cgroup_manager":  "cgroupfs",
+	})
+	if err != nil {
+		t.Fatalf("encoding nerdctl.toml: %v", err)
 	}
-	if d.opts.snapshotter != "" {
-		global = append(global, "--snapshotter", d.opts.snapshotter)
+	tomlPath := filepath.Join(base, "nerdctl.toml")
+	if err := os.WriteFile(tomlPath, cfg, 0o600); err != nil {
+		t.Fatalf("writing nerdctl.toml: %v", err)
 	}
-	cmd := exec.CommandContext(ctx, bin, append(global, args...)...)
-	cmd.Env = append(d.toolEnv(), "NERDCTL_TOML="+filepath.Join(base, "nerdctl.toml"))
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(d.toolEnv(), "NERDCTL_TOML="+tomlPath)
 	return cmd
 }
 
@@ -89,9 +98,19 @@ func (d *Daemon) Nerdctl(t testing.TB, args ...string) string {
 	return run(t, d.NerdctlCommand(ctx, t, args...))
 }
 
-// toolEnv is the environment of ctr and nerdctl.
+// toolEnv is the environment of ctr and nerdctl: the daemon's, without the
+// variables that would point them elsewhere, with ours.
 func (d *Daemon) toolEnv() []string {
-	env := d.env()
+	var env []string
+	for _, kv := range d.env() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "CONTAINERD_") || strings.HasPrefix(name, "NERDCTL_") ||
+			name == "CNI_PATH" || name == "NETCONFPATH" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "CONTAINERD_ADDRESS="+d.address, "CONTAINERD_NAMESPACE="+d.opts.namespace)
 	if d.opts.snapshotter != "" {
 		env = append(env, "CONTAINERD_SNAPSHOTTER="+d.opts.snapshotter)
 	}

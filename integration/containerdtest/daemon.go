@@ -461,9 +461,18 @@ func (d *Daemon) stopProcess() error {
 // t.Errorf: a leftover mount or process is a bug worth seeing.
 func (d *Daemon) cleanup(t testing.TB) {
 	t.Helper()
+	// Every namespace the test used: runc names cgroups and state after them.
+	nss := []string{d.opts.namespace}
 	if d.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), d.opts.stopTimeout)
-		if err := killTasks(ctx, d.client); err != nil {
+		if list, err := d.client.NamespaceService().List(ctx); err == nil {
+			for _, ns := range list {
+				if ns != d.opts.namespace {
+					nss = append(nss, ns)
+				}
+			}
+		}
+		if err := killTasks(ctx, d.client, nss); err != nil {
 			t.Logf("containerd cleanup: killing leftover tasks: %v", err)
 		}
 		cancel()
@@ -477,8 +486,8 @@ func (d *Daemon) cleanup(t testing.TB) {
 	if n := killByArg(d.address); n > 0 {
 		t.Logf("containerd cleanup: killed %d leftover process(es) of this daemon", n)
 	}
-	if d.ownNamespace {
-		removeNamespaceLeftovers(d.opts.namespace)
+	for _, ns := range nss {
+		removeNamespaceLeftovers(ns, d.ownNamespace && ns == d.opts.namespace)
 	}
 	if t.Failed() {
 		// Keep the whole log: the directory goes away below.
@@ -497,24 +506,27 @@ func (d *Daemon) cleanup(t testing.TB) {
 }
 
 // removeNamespaceLeftovers removes what runc leaves named after a namespace
-// outside the daemon's directory: the namespace's (empty) parent cgroups,
-// "/<namespace>" in every hierarchy, and its runc root under /run/containerd.
-// Best effort: a cgroup still in use stays.
-func removeNamespaceLeftovers(ns string) {
+// outside the daemon's directory once its containers are gone: the empty
+// cgroups "/<namespace>" of every hierarchy and the empty runc root
+// /run/containerd/runc/<namespace>. With all (a namespace made up for this
+// daemon, so nobody else's), the runc root goes even if not empty. Best
+// effort: what is still in use stays.
+func removeNamespaceLeftovers(ns string, all bool) {
 	cgroups, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
 	for _, p := range append(cgroups, filepath.Join("/sys/fs/cgroup", ns)) {
 		_ = os.Remove(p) // rmdir: only empty cgroups go
 	}
-	_ = os.RemoveAll(filepath.Join(defaults.DefaultStateDir, "runc", ns))
+	runcRoot := filepath.Join(defaults.DefaultStateDir, "runc", ns)
+	if all {
+		_ = os.RemoveAll(runcRoot)
+	} else {
+		_ = os.Remove(runcRoot)
+	}
 }
 
-// killTasks kills and deletes every task in every namespace, so their shims
+// killTasks kills and deletes every task in the namespaces, so their shims
 // exit and their rootfs mounts go away.
-func killTasks(ctx context.Context, c *client.Client) error {
-	nss, err := c.NamespaceService().List(ctx)
-	if err != nil {
-		return fmt.Errorf("listing namespaces: %w", err)
-	}
+func killTasks(ctx context.Context, c *client.Client, nss []string) error {
 	var errs []error
 	for _, ns := range nss {
 		nctx := namespaces.WithNamespace(ctx, ns)
