@@ -78,6 +78,12 @@ func printContainerdConfig(w io.Writer, v int, socket, certsDir, platform string
 	fmt.Fprintf(w, "### %s (config version %d): /etc/containerd/config.toml\n", release, v)
 	fmt.Fprintf(w, "# (a file whose first line is: version = %d)\n", v)
 	w.Write(resolver.ProxyPluginTOML(socket))
+	if v == 3 {
+		// Without it the 2.x transfer service (ctr pull) does not pass the
+		// layers' annotations to Prepare, and nothing is lazy.
+		fmt.Fprintln(w, "    # containerd 2.x's transfer service (ctr pull) passes the layers' annotations to Prepare only with this:")
+		fmt.Fprintln(w, `    exports = { enable_remote_snapshot_annotations = "true" }`)
+	}
 	fmt.Fprintln(w)
 	reg, err := resolver.RegistryConfigTOML(v, certsDir)
 	if err != nil {

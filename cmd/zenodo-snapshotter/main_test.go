@@ -163,10 +163,20 @@ func TestConfigCmd(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	// Each containerd snippet is valid TOML on its own.
-	for _, part := range strings.Split(out, "### ")[1:3] {
-		var m map[string]any
+	for i, part := range strings.Split(out, "### ")[1:3] {
+		var m struct {
+			ProxyPlugins map[string]struct {
+				Type, Address string
+				Exports       map[string]string
+			} `toml:"proxy_plugins"`
+		}
 		require.NoError(t, toml.Unmarshal([]byte("#"+part), &m), part)
-		assert.Contains(t, m, "proxy_plugins")
+		p := m.ProxyPlugins["zenodo"]
+		assert.Equal(t, "snapshot", p.Type)
+		assert.Equal(t, "/run/zs/s.sock", p.Address)
+		if i == 1 {
+			assert.Equal(t, map[string]string{"enable_remote_snapshot_annotations": "true"}, p.Exports, "config version 3")
+		}
 	}
 
 	out, err = run(t, "config", "--config", "", "--containerd-config-version", "2")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -47,8 +48,11 @@ func WithBackgroundFill(on bool) Option {
 
 // WithReadTimeout bounds each read of file contents through a mount: a read
 // that got no data within d fails with EIO (Zenodo unreachable and the
-// data not cached), never hangs. The default is fs.DefaultReadTimeout (30s);
-// d must be positive.
+// data not cached), never hangs. For a moment after such a timeout
+// (a second, or d if shorter), reads of the same range fail at once
+// (ErrRecentTimeout): the kernel retries a failed readahead page by page,
+// which would otherwise make one read(2) wait several timeouts. The default is fs.DefaultReadTimeout (30s); d must be
+// positive.
 func WithReadTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -67,7 +71,7 @@ func WithMetrics(m *Metrics) Option {
 
 // WithFSOptions passes more options to every fs.Mount (fs.WithDebug,
 // fs.WithUserXattr, ...). The read timeout and observer are set by
-// WithReadTimeout and WithMetrics. The default is none.
+// WithReadTimeout and WithMetrics, and override these. The default is none.
 func WithFSOptions(opts ...fs.Option) Option {
 	return func(o *options) error { o.fsOpts = append(o.fsOpts, opts...); return nil }
 }
@@ -92,7 +96,8 @@ type shared struct {
 	ready chan struct{} // closed once layer or err is set
 	layer Layer
 	err   error
-	refs  int // mounts using it, and callers waiting for it
+	refs  int       // mounts using it, and callers waiting for it
+	slow  *timedOut // its reads that timed out just now
 }
 
 type mountEntry struct {
@@ -186,11 +191,12 @@ func (f *fileSystem) Mount(ctx context.Context, mountpoint string, labels map[st
 	if err != nil {
 		return fmt.Errorf("mounting lazy layer on %s: %w", mp, err)
 	}
-	fsOpts := append([]fs.Option{fs.WithReadTimeout(f.o.readTimeout)}, f.o.fsOpts...)
-	if f.o.metrics != nil {
-		fsOpts = append(fsOpts, fs.WithObserver(f.o.metrics.FSObserver()))
-	}
-	m, err := f.mount(ctx, mp, s.layer, fsOpts...)
+	observe := f.o.metrics.FSObserver()
+	fsOpts := append(slices.Clone(f.o.fsOpts), fs.WithReadTimeout(f.o.readTimeout), fs.WithObserver(func(e fs.Event) {
+		s.slow.observe(e)
+		observe(e)
+	}))
+	m, err := f.mount(ctx, mp, guardedLayer{Layer: s.layer, t: s.slow}, fsOpts...)
 	if err != nil {
 		f.release(ctx, s)
 		return fmt.Errorf("mounting lazy layer %s of %s on %s: %w", toc, doi, mp, err)
@@ -313,7 +319,7 @@ func (f *fileSystem) acquire(ctx context.Context, doi string, toc digest.Digest)
 	s := f.layers[toc]
 	owner := s == nil
 	if owner {
-		s = &shared{toc: toc, ready: make(chan struct{})}
+		s = &shared{toc: toc, ready: make(chan struct{}), slow: newTimedOut(min(f.o.readTimeout, failFastWindow))}
 		f.layers[toc] = s
 	}
 	s.refs++

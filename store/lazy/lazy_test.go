@@ -156,7 +156,8 @@ func TestSharedLayer(t *testing.T) {
 	assert.Equal(t, 1, op.count(testTOC))
 	require.Len(t, op.layers, 1)
 	l := op.layers[0]
-	assert.Same(t, mountOf(mp1).layer, mountOf(mp2).layer)
+	assert.Same(t, mountOf(mp1).layer.(guardedLayer).Layer, mountOf(mp2).layer.(guardedLayer).Layer)
+	assert.Same(t, l, mountOf(mp1).layer.(guardedLayer).Layer)
 	assert.EqualValues(t, 2, l.fills.Load())
 
 	require.NoError(t, f.Unmount(t.Context(), mp1))
