@@ -379,3 +379,17 @@ func TestPushLayerAnnotations(t *testing.T) {
 	}
 	assert.Equal(t, []string{"example.org/tool:1.0"}, im.Names())
 }
+
+func TestPushPreserveLayers(t *testing.T) {
+	f := newFake(t)
+	src := layout(t, "example.org/tool:1.0", authors)
+	img, err := src.Image(ctx(t), "example.org/tool:1.0")
+	require.NoError(t, err)
+	res := pushed(t, f, src, "example.org/tool:1.0", WithPreserveLayers())
+	assert.Equal(t, img.Target.Digest, res.ManifestDigest, "the manifest is kept byte for byte")
+	ins, err := Inspect(ctx(t), f.guest(t), mustRef(t, res.Reference))
+	require.NoError(t, err)
+	for _, l := range ins.Images[0].Layers {
+		assert.False(t, l.Seekable)
+	}
+}

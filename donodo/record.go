@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -203,8 +204,9 @@ func openError(ref zenodo.Reference, err error) error {
 			return fmt.Errorf("%s: %w", strings.ReplaceAll(err.Error(), "\n", "; "), ErrCorruptArchive)
 		}
 	}
-	if errdefs.IsNotFound(err) && !errors.Is(err, ErrNoImage) {
-		return fmt.Errorf("%s: no such record, version or image on Zenodo: %w", ref, err)
+	var ze *zenodo.Error
+	if errors.As(err, &ze) && ze.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: no such record on Zenodo: %w", ref, err)
 	}
 	return err
 }

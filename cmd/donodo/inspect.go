@@ -55,7 +55,11 @@ func printInspection(w io.Writer, ins *donodo.Inspection) {
 		p("Named:        %s\n", strings.Join(ins.Names, ", "))
 	}
 	p("Record:       %s (%s)\n", r.URL, r.Title)
-	p("DOI:          %s (version %s, published %s)\n", r.DOI, r.Version, r.PublicationDate)
+	if r.Version != "" {
+		p("DOI:          %s (version %s, published %s)\n", r.DOI, r.Version, r.PublicationDate)
+	} else {
+		p("DOI:          %s (published %s)\n", r.DOI, r.PublicationDate)
+	}
 	if r.ConceptDOI != "" {
 		p("All versions: %s\n", r.ConceptDOI)
 	}

@@ -125,7 +125,7 @@ func TestCommands(t *testing.T) {
 		code int
 		want string
 	}{
-		{name: "unknown DOI", args: []string{z, "inspect", "10.5281/zenodo.987654"}, code: donodo.ExitNotFound, want: "no such record"},
+		{name: "unknown DOI", args: []string{z, "inspect", "10.5281/zenodo.987654"}, code: donodo.ExitNotFound, want: "no such record on Zenodo"},
 		{name: "unknown tag", args: []string{z, "pull", "-o", "/dev/null", res.ConceptDOI + ":9"}, code: donodo.ExitNotFound, want: `"9"`},
 		{name: "bad reference", args: []string{z, "inspect", "docker.io/library/busybox"}, code: donodo.ExitUsage, want: "accepted forms"},
 		{name: "no token", args: []string{z, "push", "example.org/cli:1.1"}, code: donodo.ExitAuth, want: "ZENODO_TOKEN"},
