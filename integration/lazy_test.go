@@ -740,6 +740,15 @@ func (sd *snapshotterDaemon) stop(t *testing.T) {
 		if !sd.cmd.ProcessState.Success() {
 			t.Errorf("zenodo-snapshotter exited with %v after SIGTERM", sd.cmd.ProcessState)
 		}
+		// A clean stop unmounts every lazy layer.
+		mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("fuse.zenodo"))
+		if err == nil {
+			for _, m := range mounts {
+				if strings.HasPrefix(m.Mountpoint, sd.root+"/") {
+					t.Errorf("lazy layer still mounted after zenodo-snapshotter stopped: %s", m.Mountpoint)
+				}
+			}
+		}
 	case <-timer.C:
 		t.Errorf("zenodo-snapshotter did not stop within 30s of SIGTERM")
 		sd.cmd.Process.Kill()

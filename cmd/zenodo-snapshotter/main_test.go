@@ -328,3 +328,13 @@ func TestServe(t *testing.T) {
 	_, err = http.Get("http://" + registry + "/v2/")
 	assert.Error(t, err, "endpoint closed")
 }
+
+// TestRootServes: without a subcommand the root command is serve, with
+// serve's flags.
+func TestRootServes(t *testing.T) {
+	_, err := run(t, "--config", "", "--log-level", "loud")
+	require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "log_level")
+	_, err = run(t, "--config", "", "--no-such-flag")
+	require.Error(t, err)
+}

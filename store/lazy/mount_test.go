@@ -1,9 +1,11 @@
 package lazy
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,4 +97,48 @@ func TestMountRemote(t *testing.T) {
 	entries, err := os.ReadDir(mp1)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "nothing mounted after a failed Mount")
+}
+
+// TestMountBackgroundFill: with the fill on, Mount streams the whole layer
+// into the cache with one request, after which every file reads without
+// any.
+func TestMountBackgroundFill(t *testing.T) {
+	requireFUSE(t)
+	srv, client := newFake(t)
+	pub := publish(t, client, testFiles())
+	toc := pub.layers[0].Annotations[seekable.AnnotationTOCDigest]
+
+	op := remote.NewOpener(client, remote.WithCache(cache.NewMemory(cache.WithVerify(cache.VerifyDigest))))
+	t.Cleanup(func() { op.Close() })
+	var opened []*remote.Layer
+	var mu sync.Mutex
+	inner := RemoteOpener(op)
+	f, err := NewFileSystem(OpenerFunc(func(ctx context.Context, doi string, toc digest.Digest) (Layer, error) {
+		l, err := inner.OpenLayer(ctx, doi, toc)
+		if err == nil {
+			mu.Lock()
+			opened = append(opened, l.(*remote.Layer))
+			mu.Unlock()
+		}
+		return l, err
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, f.Close()) })
+
+	_, err = op.OpenByDOI(t.Context(), pub.doi) // the metadata range: not the fill's
+	require.NoError(t, err)
+	srv.ResetRequests()
+	mp := t.TempDir()
+	require.NoError(t, f.Mount(t.Context(), mp, map[string]string{snapshot.LabelDOI: pub.doi, snapshot.LabelTOCDigest: toc}))
+	require.Len(t, opened, 1)
+	require.NoError(t, opened[0].WaitFill(t.Context()))
+	assert.Equal(t, 1, fileRequests(srv), "one request streams the layer")
+
+	srv.ResetRequests()
+	for name, want := range pub.files {
+		got, err := os.ReadFile(filepath.Join(mp, name))
+		require.NoError(t, err, name)
+		require.Equal(t, digest.FromBytes(want), digest.FromBytes(got), name)
+	}
+	assert.Zero(t, fileRequests(srv), "all cached")
 }
