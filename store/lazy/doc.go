@@ -13,9 +13,9 @@
 // restart needs no network), finds the layer whose descriptor carries that TOC
 // digest, mounts it and starts its background fill (one sequential request
 // streaming the layer into the on-disk cache; WithBackgroundFill switches it
-// off). A layer mounted more than once (the same image in two namespaces
-// gives two snapshots, hence two mounts) shares one reader, so its members are
-// fetched and cached once. A layer the labels cannot locate makes Mount fail;
+// off). A layer mounted more than once (a snapshot of it in each of several
+// namespaces, or in several records) shares one reader, keyed by TOC
+// digest, so its members are fetched and cached once. A layer the labels cannot locate makes Mount fail;
 // the snapshotter then falls back to a normal snapshot that containerd fills
 // by a full download, and logs and counts it.
 //
