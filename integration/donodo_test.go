@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,4 +292,60 @@ func mustParseRef(t *testing.T, s string) zenodo.Reference {
 	r, err := zenodo.ParseReference(s)
 	require.NoError(t, err)
 	return r
+}
+
+// TestDonodoLazyPull pulls a pushed image with `donodo pull --snapshotter
+// zenodo` through the zenodo-snapshotter daemon (see lazy_test.go): the
+// layers are mounted lazily from the DOI in their annotations, so the pull
+// and a run download a small part of the archive.
+func TestDonodoLazyPull(t *testing.T) {
+	containerdtest.RequiresFUSE(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		containerdtest.Skipf(t, "the go command is needed to build donodo: %v", err)
+	}
+	bin := buildDonodo(t, t.TempDir())
+	snap := buildSnapshotter(t)
+	srv, ts := zenodotest.NewTestServer(t)
+	zc, err := zenodo.New(ts.URL, zenodo.WithRateLimit(0, 0))
+	require.NoError(t, err)
+
+	for _, v := range containerdtest.Versions(t) {
+		t.Run(v.Name, func(t *testing.T) {
+			// One record per containerd: a tag is published once.
+			name := fmt.Sprintf("zenodo-test.example/lazy-donodo-%d:1.0", v.Major)
+			layout := t.TempDir()
+			testimage.Busybox(t, layout, testimage.WithName(name), testimage.WithRandomLayer(32, 11),
+				testimage.WithLabels(map[string]string{"org.opencontainers.image.authors": "Jane Smith"}))
+			dir := t.TempDir()
+			sd := startSnapshotterDaemon(t, snap, dir, ts.URL)
+			d := containerdtest.Start(t, containerdtest.WithVersion(v),
+				containerdtest.WithProxySnapshotter("zenodo", sd.socket))
+			c := &donodoCLI{bin: bin, d: d, url: ts.URL, zc: zc, srv: srv, temp: t.TempDir()}
+			testimage.Import(t, d, layout, "", testimage.UnpackWith("overlayfs"))
+
+			var pushed donodo.PushResult
+			out := c.run(t, d.Namespace(), "--json", "push", "--auto-publish", name)
+			require.NoError(t, json.Unmarshal([]byte(out), &pushed), out)
+			require.Equal(t, donodo.ActionNewRecord, pushed.Action)
+
+			srv.ResetRequests()
+			ns := d.Namespace() + "-lazy"
+			var res donodo.PullResult
+			out = c.run(t, ns, "--json", "pull", "--snapshotter", "zenodo", pushed.Reference)
+			require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+			assert.Equal(t, "zenodo", res.Snapshotter)
+			got := ctrIn(t, d, ns, "run", "--rm", "--snapshotter", "zenodo", pushed.Reference, "donodo-lazy")
+			assert.Equal(t, testimage.Hello+"\n", got)
+
+			var fetched int64
+			for _, r := range srv.Requests() {
+				if strings.HasSuffix(r.Path, "/files/image.tar") {
+					fetched += r.Bytes
+				}
+			}
+			t.Logf("MEASURED %s: donodo lazy pull and run fetched %d of %d archive bytes (%.1f%%)",
+				v.Name, fetched, pushed.ArchiveSize, 100*float64(fetched)/float64(pushed.ArchiveSize))
+			assert.Less(t, fetched, pushed.ArchiveSize/4, "the random layer is not downloaded")
+		})
+	}
 }
