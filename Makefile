@@ -32,12 +32,12 @@ COVERPROFILE ?= $(BIN)/cover.out
 # as root with FUSE, so every integration test must really run there).
 GOTESTREPORT = $(BIN)/gotestreport -strict-skips="$(CI)" -strict-prefix=$(MODULE)/integration
 
-.PHONY: all build deps tools vet staticcheck test cover integration
+.PHONY: all build deps tools vet staticcheck test cover integration demo bench bench-quick
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./integration/cmd/mkimage
 
 deps:
 	CACHE=$(CACHE) scripts/install-deps.sh
@@ -71,3 +71,18 @@ integration: deps tools build
 	$(GO) build -o $(BIN)/gotestreport ./integration/internal/gotestreport
 	$(GO) test -json -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./integration/... \
 		2>&1 | $(GOTESTREPORT)
+
+# The whole story on this machine, as root: a Zenodo emulator, a private
+# containerd and zenodo-snapshotter; build an image, push it, run it lazily
+# from its DOI. Cleans up everything it started, also when interrupted.
+demo: deps tools build
+	BIN=$(BIN) CACHE=$(CACHE) scripts/demo.sh
+
+# Lazy vs full pulls of realistic images (mmdebstrap, cached under $(CACHE)/bench)
+# from the emulator shaped like Zenodo; prints a table, writes bench/results.json.
+bench: deps tools build
+	BIN=$(BIN) CACHE=$(CACHE) scripts/bench.sh full
+
+# The python image only (under 5 minutes).
+bench-quick: deps tools build
+	BIN=$(BIN) CACHE=$(CACHE) scripts/bench.sh quick
