@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +47,7 @@ type pushOptions struct {
 	tempDir        string
 	preserveLayers bool
 	platform       platforms.MatchComparer
+	memo           *memo
 }
 
 // WithTemplates sets metadata templates (see Templates and BuildMetadata).
@@ -129,6 +132,22 @@ func WithPushPlatform(m platforms.MatchComparer) PushOption {
 			return fmt.Errorf("nil platform matcher: %w", errdefs.ErrInvalidArgument)
 		}
 		o.platform = m
+		return nil
+	}
+}
+
+// WithDepositionMemo remembers in dir (a small JSON file) the deposition
+// each push used, per Zenodo instance and title. Zenodo's search lists a new
+// draft or version only after a delay; with the memo, a push re-run right
+// after an interruption still resumes its draft, and the next tag pushed
+// right after a publish still becomes a new version, instead of making a
+// second record. The default is no memo: the search alone decides.
+func WithDepositionMemo(dir string) PushOption {
+	return func(o *pushOptions) error {
+		if dir == "" {
+			return fmt.Errorf("empty deposition memo directory: %w", errdefs.ErrInvalidArgument)
+		}
+		o.memo = &memo{path: filepath.Join(dir, memoFile)}
 		return nil
 	}
 }
@@ -272,7 +291,8 @@ func (p *pusher) push(ctx context.Context) error {
 	}
 	p.res.DepositionID = dep.ID.String()
 	p.res.DraftURL = draftURL(dep)
-	doi := dep.ReservedDOI()
+	p.remember(ctx, md0.Title, p.res.DepositionID)
+	doi := sandboxDOI(p.zc.BaseURL(), dep.ReservedDOI())
 	if doi == "" {
 		return fmt.Errorf("deposition %s: Zenodo reserved no DOI for it: %w", dep.ID, errdefs.ErrUnknown)
 	}
@@ -313,6 +333,20 @@ func (p *pusher) push(ctx context.Context) error {
 	return p.publish(ctx, dep)
 }
 
+// sandboxDOI corrects a DOI reserved by the Zenodo sandbox, which writes
+// production's prefix in prereserve_doi (recorded in the fixtures) although
+// it mints 10.5072 DOIs: the layers must carry the DOI the record gets.
+func sandboxDOI(baseURL, doi string) string {
+	u, err := url.Parse(baseURL)
+	if err != nil || !strings.EqualFold(u.Hostname(), string(zenodo.HostSandbox)) {
+		return doi
+	}
+	if rest, ok := strings.CutPrefix(doi, zenodo.DOIPrefixProduction+"/"); ok {
+		return zenodo.DOIPrefixSandbox + "/" + rest
+	}
+	return doi
+}
+
 // draftURL is the web page of a deposition.
 func draftURL(dep *zenodo.Deposition) string {
 	for _, k := range []string{"html", "latest_draft_html"} {
@@ -332,6 +366,7 @@ func (p *pusher) deposition(ctx context.Context, md0 zenodo.Metadata) (*zenodo.D
 	if err != nil {
 		return nil, fmt.Errorf("looking for a record titled %q: %w", title, err)
 	}
+	deps = p.withRemembered(ctx, title, deps)
 	var drafts, published []zenodo.Deposition
 	for _, d := range deps {
 		if d.Submitted {
@@ -399,6 +434,37 @@ func (p *pusher) deposition(ctx context.Context, md0 zenodo.Metadata) (*zenodo.D
 		return nil, fmt.Errorf("creating a deposition titled %q: %w", title, err)
 	}
 	return dep, nil
+}
+
+// remember notes the deposition a push of title used.
+func (p *pusher) remember(ctx context.Context, title, id string) {
+	if err := p.o.memo.put(memoKey(p.zc.BaseURL(), title), id); err != nil {
+		log.G(ctx).WithError(err).Warn("donodo: cannot remember the deposition")
+	}
+}
+
+// withRemembered adds the deposition the last push of title used to what
+// the search found, when the search does not list it (yet).
+func (p *pusher) withRemembered(ctx context.Context, title string, deps []zenodo.Deposition) []zenodo.Deposition {
+	id := p.o.memo.get(memoKey(p.zc.BaseURL(), title))
+	if id == "" {
+		return deps
+	}
+	for _, d := range deps {
+		if d.ID.String() == id {
+			return deps
+		}
+	}
+	d, err := p.zc.GetDeposition(ctx, id)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("deposition", id).Debug("donodo: the remembered deposition is gone")
+		return deps
+	}
+	if d.Title != title && d.Metadata.Title != title {
+		return deps
+	}
+	log.G(ctx).WithField("deposition", id).Info("donodo: Zenodo's search does not list the deposition of the last push yet; using it")
+	return append(deps, *d)
 }
 
 // openDraftOf returns the open draft of the record whose published version
@@ -686,6 +752,7 @@ func (p *pusher) publish(ctx context.Context, dep *zenodo.Deposition) error {
 		return err
 	}
 	p.res.Published = true
+	p.remember(ctx, p.res.Title, id)
 	if pub.DOI != "" {
 		p.res.DOI = pub.DOI
 		if r, err := zenodo.ParseReference(pub.DOI); err == nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -392,4 +393,48 @@ func TestPushPreserveLayers(t *testing.T) {
 	for _, l := range ins.Images[0].Layers {
 		assert.False(t, l.Seekable)
 	}
+}
+
+func TestSandboxDOI(t *testing.T) {
+	for _, tt := range []struct{ base, in, want string }{
+		{zenodo.SandboxURL, "10.5281/zenodo.412011", "10.5072/zenodo.412011"},
+		{zenodo.SandboxURL, "10.5072/zenodo.412011", "10.5072/zenodo.412011"},
+		{zenodo.ProductionURL, "10.5281/zenodo.412011", "10.5281/zenodo.412011"},
+		{"http://127.0.0.1:8080", "10.5281/zenodo.1", "10.5281/zenodo.1"},
+		{zenodo.SandboxURL, "", ""},
+	} {
+		assert.Equal(t, tt.want, sandboxDOI(tt.base, tt.in), "%s %s", tt.base, tt.in)
+	}
+}
+
+// TestPushSearchLag pushes against a Zenodo whose search lists nothing new
+// (its index lags): with the deposition memo, a re-run after an
+// interruption resumes its draft and the next tag becomes a new version;
+// without it, each push would make another record.
+func TestPushSearchLag(t *testing.T) {
+	f := newFake(t, zenodotest.WithIndexDelay(time.Hour))
+	memoDir := t.TempDir()
+	opts := []PushOption{WithDepositionMemo(memoDir)}
+
+	src := layout(t, "example.org/tool:1.0", authors)
+	f.srv.InjectFault(zenodotest.Fault{Method: http.MethodPut, PathContains: "/image.tar", Status: http.StatusServiceUnavailable, Times: 2})
+	res, err := Push(ctx(t), f.zc, src, "example.org/tool:1.0", append(opts, WithAutoPublish(), WithPushTempDir(t.TempDir()))...)
+	require.Error(t, err)
+	drafts, _ := depositions(t, f, res.Title)
+	require.Empty(t, drafts, "the search does not list the draft")
+
+	first := pushed(t, f, src, "example.org/tool:1.0", opts...)
+	assert.Equal(t, ActionResumed, first.Action)
+	assert.Equal(t, res.DepositionID, first.DepositionID)
+
+	second := pushed(t, f, layout(t, "example.org/tool:1.1", authors), "example.org/tool:1.1", opts...)
+	assert.Equal(t, ActionNewVersion, second.Action)
+	assert.Equal(t, first.ConceptDOI, second.ConceptDOI)
+
+	_, err = Push(ctx(t), f.zc, layout(t, "example.org/tool:1.1", authors), "example.org/tool:1.1", append(opts, WithAutoPublish(), WithPushTempDir(t.TempDir()))...)
+	assert.ErrorIs(t, err, ErrTagExists)
+
+	// Without the memo, the lagging search makes a new record.
+	other := pushed(t, f, layout(t, "example.org/tool:1.2", authors), "example.org/tool:1.2")
+	assert.Equal(t, ActionNewRecord, other.Action)
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/platforms"
@@ -82,6 +84,10 @@ Creators default to the image label org.opencontainers.image.authors.`,
 			opts = append(opts, donodo.WithPushProgress(o.progress()), donodo.WithStatus(o.status()))
 			if tmpDir != "" {
 				opts = append(opts, donodo.WithPushTempDir(tmpDir))
+			}
+			if dir, err := os.UserCacheDir(); err == nil {
+				// Remembers each push's deposition: Zenodo's search lags.
+				opts = append(opts, donodo.WithDepositionMemo(filepath.Join(dir, "donodo")))
 			}
 			if preserveLayers {
 				opts = append(opts, donodo.WithPreserveLayers())
