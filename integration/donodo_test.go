@@ -64,7 +64,7 @@ func (c *donodoCLI) try(t *testing.T, ns string, args ...string) (string, string
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, append([]string{"--address", c.d.Address(), "--namespace", ns, "--zenodo-url", c.url}, args...)...)
-	cmd.Env = append(os.Environ(), "ZENODO_TOKEN="+zenodotest.DefaultToken, "TMPDIR="+c.temp)
+	cmd.Env = append(os.Environ(), "ZENODO_TOKEN="+zenodotest.DefaultToken, "TMPDIR="+c.temp, "XDG_CACHE_HOME="+c.temp)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
