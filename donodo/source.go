@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 
@@ -35,7 +36,12 @@ type containerdSource struct {
 }
 
 func (s *containerdSource) Image(ctx context.Context, name string) (images.Image, error) {
-	return s.is.Get(ctx, name)
+	img, err := s.is.Get(ctx, name)
+	if err != nil {
+		ns, _ := namespaces.Namespace(ctx)
+		return images.Image{}, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	return img, nil
 }
 
 // LayoutSource is an OCI image layout directory (index.json, blobs/),
@@ -110,6 +116,7 @@ func lookupImage(ctx context.Context, src Source, n ImageName) (images.Image, er
 	if n.Full() != n.Given {
 		tried = append(tried, n.Full())
 	}
+	var last error
 	for _, name := range tried {
 		img, err := src.Image(ctx, name)
 		if err == nil {
@@ -118,6 +125,7 @@ func lookupImage(ctx context.Context, src Source, n ImageName) (images.Image, er
 		if !errdefs.IsNotFound(err) {
 			return images.Image{}, fmt.Errorf("looking up image %s: %w", name, err)
 		}
+		last = err
 	}
-	return images.Image{}, fmt.Errorf("image %s not found (looked for %s): %w", n.Given, strings.Join(tried, " and "), errdefs.ErrNotFound)
+	return images.Image{}, fmt.Errorf("image %s not found (looked for %s): %w", n.Given, strings.Join(tried, " and "), last)
 }
