@@ -67,6 +67,7 @@ func BenchmarkImages(b *testing.B) {
 	// leaves the figures of the others.
 	defer func() {
 		res.Seconds = time.Since(res.Started).Seconds()
+		res.Machine.Load1End = load1()
 		res.Finish()
 		writeResults(b, cfg, res)
 	}()
@@ -103,7 +104,14 @@ func benchImage(b *testing.B, cfg *config, v containerdtest.Version, spec Spec, 
 	progress("%s: measuring archive.Write and gzip on %.1f MB of layer", spec.Name, float64(img.LayerSize)/1e6)
 	measureArchive(b, img, &ir.Archive)
 
-	z := newEmulator(b, cfg, img)
+	logDir := filepath.Join(cfg.outDir, "logs", spec.Name)
+	if err := os.RemoveAll(logDir); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	z := newEmulator(b, cfg, img, logDir)
 	progress("%s: donodo push", spec.Name)
 	ir.Push = benchPush(b, cfg, v, img, z)
 	ir.Push.GzipMBps = ir.Archive.GzipMBps
@@ -329,7 +337,7 @@ func benchDonodoPull(b *testing.B, cfg *config, v containerdtest.Version, img *I
 // background fill.
 func benchLazy(b *testing.B, cfg *config, v containerdtest.Version, img *Image, z *emulator, ref string) Case {
 	srv := z.start(b, "lazy")
-	sd := startSnapshotter(b, cfg, srv.url)
+	sd := startSnapshotter(b, cfg, srv.url, z.logDir)
 	defer sd.stop(b)
 	certs := filepath.Join(b.TempDir(), "certs.d")
 	if err := resolver.InstallHosts(certs, sd.registry); err != nil {
@@ -357,6 +365,10 @@ func benchLazy(b *testing.B, cfg *config, v containerdtest.Version, img *Image, 
 	m := sd.metrics(b)
 	c.Requests = int(m.sum("zenodo_snapshotter_zenodo_requests_total", ""))
 	c.Bytes = int64(m.sum("zenodo_snapshotter_zenodo_transfer_bytes_total", `method="GET"`))
+	c.OnDemandRequests = int(m.sum("zenodo_snapshotter_layer_fetches_total", `kind="on-demand"`))
+	c.OnDemandBytes = int64(m.sum("zenodo_snapshotter_layer_fetched_bytes_total", `kind="on-demand"`))
+	c.RateLimitWaits = int(m.sum("zenodo_snapshotter_zenodo_rate_limit_waits_total", ""))
+	c.RateLimitWaitSeconds = m.sum("zenodo_snapshotter_zenodo_rate_limit_wait_seconds_total", "")
 
 	// The background fill: one request per layer, then quiet.
 	deadline := time.Now().Add(cfg.fillWait)
@@ -634,7 +646,17 @@ func machine(containerd string) Machine {
 	if err := unix.Sysinfo(&si); err == nil {
 		m.MemoryBytes = int64(si.Totalram) * int64(si.Unit)
 	}
+	m.Load1Start = load1()
 	return m
+}
+
+// load1 is the 1-minute load average.
+func load1() float64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return float64(si.Loads[0]) / (1 << unix.SI_LOAD_SHIFT)
 }
 
 // freePort returns a loopback address that was free a moment ago.

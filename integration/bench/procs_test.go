@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,15 +57,26 @@ func startProc(b *testing.B, name, logPath string, stdout io.Writer, args ...str
 	if stdout != nil {
 		cmd.Stdout = stdout
 	}
+	// Die with the benchmark even if it is killed before its cleanups.
+	// Pdeathsig fires when the thread that forked the child exits, so fork
+	// from a goroutine locked to its thread for the child's whole life.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("starting %s: %v", name, err)
-	}
 	p := &proc{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(p.done)
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		b.Fatalf("starting %s: %v", name, err)
+	}
 	b.Cleanup(func() { p.stop(b) })
 	return p
 }
@@ -117,8 +131,10 @@ type emulator struct {
 	seedRecID string
 }
 
-func newEmulator(b *testing.B, cfg *config, img *Image) *emulator {
-	return &emulator{cfg: cfg, dir: b.TempDir(), logDir: b.TempDir(), seedFile: img.DockerArchiveGz,
+// newEmulator keeps the request logs and the emulator's own log of every
+// case in logDir.
+func newEmulator(b *testing.B, cfg *config, img *Image, logDir string) *emulator {
+	return &emulator{cfg: cfg, dir: b.TempDir(), logDir: logDir, seedFile: img.DockerArchiveGz,
 		seedTitle: "Docker image " + img.Spec.Name + " (Python donodo)"}
 }
 
@@ -202,14 +218,15 @@ type snapshotterDaemon struct {
 	p                   *proc
 }
 
-func startSnapshotter(b *testing.B, cfg *config, zenodoURL string) *snapshotterDaemon {
+// startSnapshotter runs the daemon reading zenodoURL, its log in logDir.
+func startSnapshotter(b *testing.B, cfg *config, zenodoURL, logDir string) *snapshotterDaemon {
 	dir := b.TempDir()
 	sd := &snapshotterDaemon{
 		root:      filepath.Join(dir, "root"),
 		socket:    filepath.Join(dir, "zs.sock"),
 		registry:  freePort(b),
 		metricsAt: freePort(b),
-		logPath:   filepath.Join(dir, "zenodo-snapshotter.log"),
+		logPath:   filepath.Join(logDir, "zenodo-snapshotter.log"),
 	}
 	conf := fmt.Sprintf(`root = %q
 socket = %q
@@ -367,4 +384,47 @@ func detachMounts(b *testing.B, dir string) {
 			b.Logf("unmounting %s: %v", p, err)
 		}
 	}
+}
+
+func TestParseVmHWM(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  string
+		want    int64
+		wantErr bool
+	}{
+		{name: "ok", status: "Name:\tx\nVmPeak:\t  9 kB\nVmHWM:\t   71520 kB\nVmRSS:\t 1 kB\n", want: 71520 * 1024},
+		{name: "missing", status: "Name:\tx\n", wantErr: true},
+		{name: "other unit", status: "VmHWM:\t 3 MB\n", wantErr: true},
+		{name: "not a number", status: "VmHWM:\t x kB\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseVmHWM(strings.NewReader(tt.status))
+			if tt.wantErr {
+				assert.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+	n, err := vmHWM(os.Getpid())
+	require.NoError(t, err)
+	assert.Positive(t, n)
+}
+
+func TestPromTextSum(t *testing.T) {
+	p := promText(`# HELP x
+# TYPE x counter
+zenodo_snapshotter_zenodo_requests_total{code="200",method="GET"} 5
+zenodo_snapshotter_zenodo_requests_total{code="206",method="GET"} 3
+zenodo_snapshotter_zenodo_requests_total_other 100
+zenodo_snapshotter_layer_fills_total{result="done"} 1
+bad line
+`)
+	assert.InDelta(t, 8.0, p.sum("zenodo_snapshotter_zenodo_requests_total", ""), 1e-9)
+	assert.InDelta(t, 3.0, p.sum("zenodo_snapshotter_zenodo_requests_total", `code="206"`), 1e-9)
+	assert.InDelta(t, 1.0, p.sum("zenodo_snapshotter_layer_fills_total", `result="done"`), 1e-9)
+	assert.Zero(t, p.sum("missing", ""))
 }

@@ -99,9 +99,9 @@ type Traffic struct {
 	PerMinute []int `json:"requests_per_minute"`
 }
 
-// Summarize sums up reqs; PerMinute counts from start. The log records a
-// request when it completes, so a long download counts in the minute it
-// ends.
+// Summarize sums up reqs; PerMinute counts from start. A request's Time is
+// when it arrived (the log line is written when it completes), which is
+// what the emulator's rate limiter counts.
 func Summarize(reqs []zenodotest.Request, start time.Time) Traffic {
 	t := Traffic{Requests: len(reqs), PerMinute: []int{}}
 	times := make([]time.Time, 0, len(reqs))
@@ -140,15 +140,4 @@ func MaxInWindow(times []time.Time, window time.Duration) int {
 		best = max(best, hi-lo+1)
 	}
 	return best
-}
-
-// Between returns the requests logged in [from, to).
-func Between(reqs []zenodotest.Request, from, to time.Time) []zenodotest.Request {
-	var out []zenodotest.Request
-	for _, r := range reqs {
-		if !r.Time.Before(from) && r.Time.Before(to) {
-			out = append(out, r)
-		}
-	}
-	return out
 }

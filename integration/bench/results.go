@@ -46,6 +46,10 @@ type Machine struct {
 	Kernel      string `json:"kernel"`
 	Go          string `json:"go"`
 	Containerd  string `json:"containerd"`
+	// Load1Start and Load1End are the 1-minute load averages when the run
+	// started and ended: other work on the machine skews every figure.
+	Load1Start float64 `json:"load1_start"`
+	Load1End   float64 `json:"load1_end"`
 }
 
 // Link is how the emulator was shaped.
@@ -142,6 +146,16 @@ type Case struct {
 	// Traffic is every request of the case from the emulator's log (lazy:
 	// background fill included).
 	Traffic Traffic `json:"traffic"`
+	// OnDemandRequests and OnDemandBytes are the lazy case's ranged reads
+	// of layer data for the command until its first output (not the
+	// fill), as the snapshotter counts them.
+	OnDemandRequests int   `json:"on_demand_requests,omitempty"`
+	OnDemandBytes    int64 `json:"on_demand_bytes,omitempty"`
+	// RateLimitWaits and RateLimitWaitSeconds are the lazy case's requests
+	// the snapshotter's own request budget delayed, and for how long in
+	// all, until the first output.
+	RateLimitWaits       int     `json:"rate_limit_waits,omitempty"`
+	RateLimitWaitSeconds float64 `json:"rate_limit_wait_seconds,omitempty"`
 	// FillSeconds is, for the lazy case, from the pull's start until the
 	// background fill ended (0: not seen).
 	FillSeconds float64 `json:"fill_seconds,omitempty"`
@@ -257,7 +271,8 @@ func caseTitle(kind string) string {
 func (r *Results) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## make bench (%s), %s, %s\n\n", r.Mode, r.Commit, r.Started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Machine: %d CPUs, %s RAM, kernel %s, %s, %s. ", r.Machine.CPUs, mb(r.Machine.MemoryBytes), r.Machine.Kernel, r.Machine.Go, r.Machine.Containerd)
+	fmt.Fprintf(&b, "Machine: %d CPUs, %s RAM, kernel %s, %s, %s; load average %.1f at the start, %.1f at the end. ",
+		r.Machine.CPUs, mb(r.Machine.MemoryBytes), r.Machine.Kernel, r.Machine.Go, r.Machine.Containerd, r.Machine.Load1Start, r.Machine.Load1End)
 	fmt.Fprintf(&b, "Emulator link: %.0f ms before the first byte of every response, %s/s per connection, %d requests/min per client. Run took %s.\n",
 		r.Link.LatencyMS, mb(r.Link.BandwidthBytesPerSecond), r.Link.RateLimitPerMinute, secs(r.Seconds))
 
@@ -289,6 +304,8 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 				} else {
 					b.WriteString("; background fill not seen to end")
 				}
+				fmt.Fprintf(&b, "; until the first output %d on-demand range reads (%s) and %d requests delayed %s by the snapshotter's request budget",
+					c.OnDemandRequests, mb(c.OnDemandBytes), c.RateLimitWaits, secs(c.RateLimitWaitSeconds))
 				fmt.Fprintf(&b, "; requests per minute from the pull's start: %v", c.Traffic.PerMinute)
 			}
 			b.WriteString("\n")
