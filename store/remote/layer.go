@@ -329,8 +329,9 @@ func (l *Layer) fetch(ctx context.Context, missing []int, out [][]byte, first, f
 			waits[i] = f
 			continue
 		}
-		if l.cache != nil && l.hints[i] == hintCached {
-			// Cached since we looked.
+		if (l.cache != nil && l.hints[i] == hintCached) || l.mem.contains(l.toc.Members[i].Digest) {
+			// Cached since we looked: a fetch that ended after our lookup
+			// put it there (it does so before removing its flight).
 			recheck = append(recheck, i)
 			continue
 		}

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,6 +151,109 @@ func TestConcurrentReadersOneRequest(t *testing.T) {
 			}
 			idle(l)
 			assert.Len(t, f.log.files(), 1)
+		})
+	}
+}
+
+// TestReaderAfterFinishedFetch: a reader that missed the caches while
+// another reader's fetch of the same member was under way, and that plans
+// its own fetch only once that one is over, uses the fetched member instead
+// of asking for it again.
+func TestReaderAfterFinishedFetch(t *testing.T) {
+	ctx := context.Background()
+	ta := buildArchive(t)
+	for _, tc := range []struct {
+		name  string
+		cache bool
+	}{
+		{"memory only", false},
+		{"disk cache", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := zenodotest.New()
+			t.Cleanup(func() { srv.Close() })
+			// File requests wait for gate once gated is set; arrived says one did.
+			var gated atomic.Bool
+			gate, arrived := make(chan struct{}), make(chan struct{}, 1)
+			var openGate sync.Once
+			release := func() { openGate.Do(func() { close(gate) }) }
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if gated.Load() && strings.Contains(r.URL.Path, "/files/") {
+					select {
+					case arrived <- struct{}{}:
+					default:
+					}
+					select {
+					case <-gate:
+					case <-r.Context().Done():
+						return
+					}
+				}
+				srv.ServeHTTP(w, r)
+			}))
+			t.Cleanup(ts.Close)
+			t.Cleanup(release) // before ts.Close
+			f := publish(t, srv, ts, nil)
+
+			name := smallName(7)
+			// The first reader misses each member of the file once; the
+			// second reader's first miss waits until a fetch has finished.
+			var misses atomic.Int32
+			var secondMissed, fetched sync.Once
+			missedCh, fetchedCh := make(chan struct{}), make(chan struct{})
+			var perReader atomic.Int32
+			observe := func(e Event) {
+				switch e.Kind {
+				case EventCacheMiss:
+					if misses.Add(1) == perReader.Load()+1 {
+						secondMissed.Do(func() { close(missedCh) })
+						<-fetchedCh
+					}
+				case EventFetch:
+					if e.Err == nil {
+						fetched.Do(func() { close(fetchedCh) })
+					}
+				}
+			}
+			opts := []Option{WithObserver(observe)}
+			if tc.cache {
+				opts = append(opts, WithCache(memCacheOf(t)), WithBackgroundFill(false))
+			}
+			op := newOpener(t, f.client(t), opts...)
+			img, err := op.Open(ctx, f.ref(t))
+			require.NoError(t, err)
+			l, err := img.Layer(ctx, ta.layers[0])
+			require.NoError(t, err)
+			e := lookup(t, l, name)
+			first, last := l.TOC().MemberRange(e, 0, e.Size)
+			perReader.Store(int32(last - first + 1))
+			f.reset()
+			gated.Store(true)
+
+			type result struct {
+				data []byte
+				err  error
+			}
+			read := func() <-chan result {
+				ch := make(chan result, 1)
+				go func() {
+					data, err := readFile(ctx, l, e, 128<<10)
+					ch <- result{data, err}
+				}()
+				return ch
+			}
+			a := read()
+			<-arrived // the first reader's fetch is under way
+			b := read()
+			<-missedCh // the second reader missed the caches
+			release()
+			for _, ch := range []<-chan result{a, b} {
+				r := <-ch
+				require.NoError(t, r.err)
+				assert.Equal(t, ta.files[0][name], r.data)
+			}
+			idle(l)
+			assert.Len(t, f.log.files(), 1, "the second reader fetched the member again")
 		})
 	}
 }
