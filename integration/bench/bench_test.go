@@ -70,6 +70,13 @@ func BenchmarkImages(b *testing.B) {
 		res.Machine.Load1End = load1()
 		res.Finish()
 		writeResults(b, cfg, res)
+		if cfg.strict {
+			for _, t := range res.Targets {
+				if !t.Met {
+					b.Errorf("target not met: %s: want %s, got %s", t.Name, t.Want, t.Got)
+				}
+			}
+		}
 	}()
 	for _, spec := range specs {
 		res.Images = append(res.Images, ImageResult{Name: spec.Name, Command: spec.Command})
@@ -526,6 +533,9 @@ type config struct {
 	// lazy case's background fill; stepTimeout (ZS_BENCH_STEP_TIMEOUT,
 	// default 15m) every other step.
 	fillWait, stepTimeout time.Duration
+	// strict (ZS_BENCH_STRICT=true) fails the benchmark when a target is
+	// not met; by default the table only says so.
+	strict bool
 
 	modRoot string
 }
@@ -546,6 +556,7 @@ func loadConfig(b *testing.B) *config {
 		binDir:            env("ZS_BENCH_BIN", filepath.Join(modRoot, "bin")),
 		outDir:            env("ZS_BENCH_OUT", filepath.Join(modRoot, "bench", "out")),
 		containerdVersion: env("ZS_BENCH_CONTAINERD", "1"),
+		strict:            os.Getenv("ZS_BENCH_STRICT") == "true",
 		modRoot:           modRoot,
 	}
 	durations := []struct {
