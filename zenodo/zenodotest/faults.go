@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,6 +126,12 @@ type respWriter struct {
 	cut        bool
 	// beforeReset runs just before the connection is reset.
 	beforeReset func()
+	// beforeLast runs just before the body's last bytes (by Content-Length)
+	// are written, with the body's final size: the request is logged before
+	// the client can have read the whole response.
+	beforeLast func(n int64)
+	// length is the declared Content-Length (-1: none), read at the first Write.
+	length int64
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -168,6 +175,12 @@ func (rw *respWriter) Write(p []byte) (int, error) {
 	if rw.cut {
 		return 0, errCut
 	}
+	if rw.length == 0 {
+		rw.length = -1
+		if cl, err := strconv.ParseInt(rw.w.Header().Get("Content-Length"), 10, 64); err == nil && cl > 0 {
+			rw.length = cl
+		}
+	}
 	total := 0
 	for len(p) > 0 {
 		n := len(p)
@@ -194,6 +207,11 @@ func (rw *respWriter) Write(p []byte) (int, error) {
 			if err := rw.lim.WaitN(rw.req.Context(), n); err != nil {
 				return total, err
 			}
+		}
+		if rw.beforeLast != nil && rw.length > 0 && rw.n+int64(n) >= rw.length {
+			last := rw.beforeLast
+			rw.beforeLast = nil
+			last(rw.n + int64(n))
 		}
 		m, err := rw.w.Write(p[:n])
 		rw.n += int64(m)

@@ -1,6 +1,7 @@
 package zenodotest
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"testing"
@@ -175,4 +176,29 @@ func FuzzParseRange(f *testing.F) {
 			t.Fatalf("parseRange(%q, %d): status %d", h, size, st)
 		}
 	})
+}
+
+// TestRequestLoggedBeforeBodyEnds: a client that has read a whole response
+// finds the request in the log at once (tests count requests right after a
+// read; the handler may return after the client saw the last byte).
+func TestRequestLoggedBeforeBodyEnds(t *testing.T) {
+	s, ts := NewTestServer(t)
+	data := pattern(3 << 20)
+	pub := seedOne(t, s, "layer.tar", data)
+	url := ts.URL + "/records/" + pub.RecID + "/files/layer.tar"
+	for i := range 50 {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		require.NoError(t, err)
+		req.Header.Set("Range", "bytes=0-"+strconv.Itoa(1000*(i+1)-1))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Len(t, body, 1000*(i+1))
+		reqs := s.Requests()
+		require.Len(t, reqs, i+1, "request %d not logged when its body was read", i)
+		assert.Equal(t, int64(1000*(i+1)), reqs[i].Bytes)
+		assert.Equal(t, http.StatusPartialContent, reqs[i].Status)
+	}
 }

@@ -304,7 +304,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Time:   s.now(),
 	}
 	logged := false
-	logOnce := func() {
+	logBytes := func(n int64) {
 		if logged {
 			return
 		}
@@ -313,12 +313,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if entry.Status == 0 && !rw.cut {
 			entry.Status = http.StatusOK
 		}
-		entry.Bytes = rw.n
+		entry.Bytes = n
 		s.logRequest(entry)
 	}
-	// A reset logs before closing the connection, so that a client seeing
-	// the reset also sees the request in the log.
+	logOnce := func() { logBytes(rw.n) }
+	// A reset logs before closing the connection, and a complete body before
+	// its last bytes, so that a client that saw the reset or read the whole
+	// response also sees the request in the log.
 	rw.beforeReset = logOnce
+	rw.beforeLast = logBytes
 	defer func() {
 		p := recover()
 		logOnce()
