@@ -85,7 +85,7 @@ func TestNewValidation(t *testing.T) {
 	assert.Equal(t, "test/1", c.userAgent)
 	c, err = New(ProductionURL, WithRateLimit(10, 0))
 	require.NoError(t, err)
-	assert.Equal(t, 1, c.budget.minute.Burst())
+	assert.Equal(t, 5, c.budget.minute.Burst(), "half the minute's budget at once")
 	assert.Equal(t, "request", EventRequest.String())
 	assert.Equal(t, "retry", EventRetry.String())
 	assert.Equal(t, "rate-limit-wait", EventRateLimitWait.String())
@@ -580,7 +580,7 @@ func TestBudgetDone(t *testing.T) {
 	b.inflight = 1
 	b.done(http.Header{"X-Ratelimit-Limit": {"5"}}, http.StatusOK)
 	assert.Equal(t, 5, b.perMinute)
-	assert.Equal(t, 1, b.minute.Burst())
+	assert.Equal(t, 2, b.minute.Burst())
 }
 
 func TestHelpers(t *testing.T) {

@@ -152,9 +152,11 @@ func WithUserAgent(ua string) Option {
 // lower limit, and pauses until the server's reset when they report no
 // requests remaining or when Zenodo answers 429.
 //
-// Defaults: 60/min with burst 6 without a token, 100/min with burst 10 with
-// one. burst 0 means perMinute/10 (at least 1). perMinute 0 turns the
-// client's own budget off (the server's headers are still obeyed).
+// Defaults: 60/min with burst 30 without a token, 100/min with burst 50 with
+// one. burst 0 means perMinute/2 (at least 1): a lazy start issues its
+// first dozens of reads at once, and the refill keeps any 60-second window
+// within perMinute. perMinute 0 turns the client's own budget off (the
+// server's headers are still obeyed).
 func WithRateLimit(perMinute, burst int) Option {
 	return func(o *options) error {
 		switch {
@@ -252,7 +254,7 @@ func makeOptions(opts []Option) (*options, error) {
 		}
 	}
 	if o.perMinute > 0 && o.burst == 0 {
-		o.burst = max(1, o.perMinute/10)
+		o.burst = max(1, o.perMinute/2)
 		if o.burst >= o.perMinute {
 			o.burst = o.perMinute - 1
 		}

@@ -140,7 +140,7 @@ func (b *budget) done(h http.Header, status int) {
 
 	// A lower server limit lowers our own per-minute budget, for good.
 	if limit, ok := headerInt(h, "X-RateLimit-Limit"); ok && limit > 0 && b.minute != nil && limit < b.perMinute {
-		burst := min(b.minute.Burst(), max(1, limit/10))
+		burst := min(b.minute.Burst(), max(1, limit/2))
 		if burst >= limit {
 			burst = max(limit-1, 1)
 		}
