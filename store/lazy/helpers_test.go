@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,4 +188,43 @@ func newFake(tb testing.TB, opts ...zenodo.Option) (*zenodotest.Server, *zenodo.
 		zenodo.WithHourlyLimit(0), zenodo.WithRetry(2, time.Millisecond)}, opts...)...)
 	require.NoError(tb, err)
 	return srv, client
+}
+
+// requestLog records the HTTP attempts of a client (zenodo.WithObserver) as
+// the client sees them: an attempt is recorded when its response headers
+// arrive. The fake's own log cannot be used to count the requests a read
+// made: it records a request once its response is complete, and a read
+// returns as soon as the member it needs has arrived, while the rest of its
+// request (the members read ahead) is still streaming.
+type requestLog struct {
+	mu   sync.Mutex
+	urls []string
+}
+
+func (l *requestLog) observe(e zenodo.Event) {
+	if e.Kind != zenodo.EventRequest {
+		return
+	}
+	l.mu.Lock()
+	l.urls = append(l.urls, e.URL)
+	l.mu.Unlock()
+}
+
+func (l *requestLog) reset() {
+	l.mu.Lock()
+	l.urls = nil
+	l.mu.Unlock()
+}
+
+// files returns the URLs of the attempts to read image.tar's contents.
+func (l *requestLog) files() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, u := range l.urls {
+		if strings.Contains(u, "/files/image.tar") && !strings.Contains(u, "image.tar.index.json") {
+			out = append(out, u)
+		}
+	}
+	return out
 }

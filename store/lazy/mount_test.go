@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,19 +19,8 @@ import (
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/remote"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/snapshot"
-	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo/zenodotest"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
-
-// fileRequests counts the fake's requests for file contents.
-func fileRequests(srv *zenodotest.Server) int {
-	n := 0
-	for _, r := range srv.Requests() {
-		if strings.Contains(r.Path, "/files/image.tar") && !strings.HasSuffix(r.Path, ".index.json") && r.Range != "" {
-			n++
-		}
-	}
-	return n
-}
 
 // TestMountRemote mounts a layer of a record of the fake Zenodo through the
 // real stack (zenodo client, store/remote, store/fs over FUSE): every file
@@ -43,7 +31,8 @@ func TestMountRemote(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	require.NoError(t, err)
-	srv, client := newFake(t)
+	reqs := &requestLog{}
+	_, client := newFake(t, zenodo.WithObserver(reqs.observe))
 	pub := publish(t, client, testFiles())
 	require.Len(t, pub.layers, 1)
 	toc := pub.layers[0].Annotations[seekable.AnnotationTOCDigest]
@@ -62,11 +51,11 @@ func TestMountRemote(t *testing.T) {
 	require.NoError(t, f.Mount(t.Context(), mp1, labels))
 	require.NoError(t, f.Check(t.Context(), mp1, labels))
 
-	srv.ResetRequests()
+	reqs.reset()
 	got, err := os.ReadFile(filepath.Join(mp1, "etc/hostname"))
 	require.NoError(t, err)
 	assert.Equal(t, "zenodo\n", string(got))
-	assert.Positive(t, fileRequests(srv))
+	assert.NotEmpty(t, reqs.files())
 	for name, want := range pub.files {
 		got, err := os.ReadFile(filepath.Join(mp1, name))
 		require.NoError(t, err, name)
@@ -76,12 +65,12 @@ func TestMountRemote(t *testing.T) {
 	assert.Positive(t, testutil.ToFloat64(m.fetchedBytes.WithLabelValues("on-demand")))
 
 	// The second mount reads what the first fetched, without a request.
-	srv.ResetRequests()
+	reqs.reset()
 	require.NoError(t, f.Mount(t.Context(), mp2, labels))
 	got, err = os.ReadFile(filepath.Join(mp2, "usr/big.bin"))
 	require.NoError(t, err)
 	assert.Equal(t, digest.FromBytes(pub.files["usr/big.bin"]), digest.FromBytes(got))
-	assert.Zero(t, fileRequests(srv), "shared reader, cached members")
+	assert.Empty(t, reqs.files(), "shared reader, cached members")
 	assert.Equal(t, 2.0, testutil.ToFloat64(m.mountedLayers))
 	assert.Equal(t, 1.0, testutil.ToFloat64(m.openLayers))
 
@@ -104,7 +93,8 @@ func TestMountRemote(t *testing.T) {
 // any.
 func TestMountBackgroundFill(t *testing.T) {
 	requireFUSE(t)
-	srv, client := newFake(t)
+	reqs := &requestLog{}
+	_, client := newFake(t, zenodo.WithObserver(reqs.observe))
 	pub := publish(t, client, testFiles())
 	toc := pub.layers[0].Annotations[seekable.AnnotationTOCDigest]
 
@@ -127,18 +117,18 @@ func TestMountBackgroundFill(t *testing.T) {
 
 	_, err = op.OpenByDOI(t.Context(), pub.doi) // the metadata range: not the fill's
 	require.NoError(t, err)
-	srv.ResetRequests()
+	reqs.reset()
 	mp := t.TempDir()
 	require.NoError(t, f.Mount(t.Context(), mp, map[string]string{snapshot.LabelDOI: pub.doi, snapshot.LabelTOCDigest: toc}))
 	require.Len(t, opened, 1)
 	require.NoError(t, opened[0].WaitFill(t.Context()))
-	assert.Equal(t, 1, fileRequests(srv), "one request streams the layer")
+	assert.Len(t, reqs.files(), 1, "one request streams the layer")
 
-	srv.ResetRequests()
+	reqs.reset()
 	for name, want := range pub.files {
 		got, err := os.ReadFile(filepath.Join(mp, name))
 		require.NoError(t, err, name)
 		require.Equal(t, digest.FromBytes(want), digest.FromBytes(got), name)
 	}
-	assert.Zero(t, fileRequests(srv), "all cached")
+	assert.Empty(t, reqs.files(), "all cached")
 }
