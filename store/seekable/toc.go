@@ -508,6 +508,11 @@ func (t *TOC) checkMembers(layerSize int64, lim limits) error {
 			return fmt.Errorf("members[%d]: uncompressed size %d out of range [0, %d]", i, m.USize, lim.memberUSize)
 		case m.USize == 0 && len(t.Members) > 1:
 			return fmt.Errorf("members[%d]: empty", i)
+		case m.Size > maxCompressedSize(m.USize):
+			// Readers allocate a member's compressed bytes before they can
+			// verify them: a size no gzip member of USize bytes can have
+			// would make them allocate up to the layer's size.
+			return fmt.Errorf("members[%d]: compressed size %d is more than a gzip member of %d bytes can take", i, m.Size, m.USize)
 		}
 		if err := checkDigest(m.Digest); err != nil {
 			return fmt.Errorf("members[%d]: %w", i, err)
@@ -520,6 +525,13 @@ func (t *TOC) checkMembers(layerSize int64, lim limits) error {
 	}
 	t.usize = uoff
 	return nil
+}
+
+// maxCompressedSize bounds the size of a gzip member holding usize bytes:
+// deflate's stored blocks add 5 bytes per 64 KiB, and the gzip header and
+// trailer 18 bytes plus optional fields, which the slack leaves room for.
+func maxCompressedSize(usize int64) int64 {
+	return usize + usize/64 + 64<<10
 }
 
 // checkDigest checks that d is a sha256 digest (without go-digest's regexp,

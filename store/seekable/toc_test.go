@@ -47,6 +47,13 @@ func TestParseTOCRejects(t *testing.T) {
 			toc.Members[len(toc.Members)-1].USize = MaxMemberUSize + 1
 		}},
 		{"negative usize", func(toc *TOC, _ *int64) { toc.Members[len(toc.Members)-1].USize = -1 }},
+		{"compressed size no member can have", func(toc *TOC, size *int64) {
+			// A layer (of a hostile record) whose last member claims 1 TiB:
+			// readers would allocate that much before verifying it.
+			m := &toc.Members[len(toc.Members)-1]
+			*size += 1<<40 - m.Size
+			m.Size = 1 << 40
+		}},
 		{"empty member", func(toc *TOC, _ *int64) {
 			prev, last := &toc.Members[len(toc.Members)-2], &toc.Members[len(toc.Members)-1]
 			prev.USize += last.USize
