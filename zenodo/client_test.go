@@ -85,7 +85,10 @@ func TestNewValidation(t *testing.T) {
 	assert.Equal(t, "test/1", c.userAgent)
 	c, err = New(ProductionURL, WithRateLimit(10, 0))
 	require.NoError(t, err)
-	assert.Equal(t, 5, c.budget.minute.Burst(), "half the minute's budget at once")
+	assert.Nil(t, c.budget.burst, "burst 0: the whole minute's budget may start at once")
+	c, err = New(ProductionURL, WithRateLimit(10, 4))
+	require.NoError(t, err)
+	assert.Equal(t, 4, c.budget.burst.Burst())
 	assert.Equal(t, "request", EventRequest.String())
 	assert.Equal(t, "retry", EventRetry.String())
 	assert.Equal(t, "rate-limit-wait", EventRateLimitWait.String())
@@ -367,9 +370,9 @@ func TestStallTimeout(t *testing.T) {
 }
 
 // TestBudgetBurst hammers the client from 50 goroutines with a budget of
-// 6/minute and burst 5: exactly 5 requests may reach the server within any
-// deadline shorter than the minute the sixth would wait; the others fail at
-// once with ErrRateLimited.
+// 6/minute: all 6 requests reach the server at once, and the others, which
+// would wait a minute for the oldest start to age out, fail at once with
+// ErrRateLimited within a shorter deadline.
 func TestBudgetBurst(t *testing.T) {
 	var n atomic.Int32
 	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -377,7 +380,7 @@ func TestBudgetBurst(t *testing.T) {
 		fmt.Fprint(w, `{"id": 1}`)
 	}))
 	rec := &recorder{}
-	c, err := New(srv.URL, WithRateLimit(6, 5), WithObserver(rec.observe))
+	c, err := New(srv.URL, WithRateLimit(6, 0), WithObserver(rec.observe))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -399,30 +402,32 @@ func TestBudgetBurst(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	assert.Equal(t, int32(5), n.Load(), "server saw only the burst")
-	assert.Equal(t, int32(5), ok.Load())
-	assert.Equal(t, int32(45), limited.Load())
+	assert.Equal(t, int32(6), n.Load(), "server saw the whole minute's budget")
+	assert.Equal(t, int32(6), ok.Load())
+	assert.Equal(t, int32(44), limited.Load())
 	assert.NoError(t, ctx.Err(), "nobody waited for the deadline")
 
-	// Retries draw on the same budget: a failing request gets only the burst.
+	// Retries draw on the same budget: a failing request gets only the
+	// minute's budget.
 	var m atomic.Int32
 	failing := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.Add(1)
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
-	c2, err := New(failing.URL, WithRateLimit(4, 3), WithRetry(10, time.Millisecond))
+	c2, err := New(failing.URL, WithRateLimit(4, 0), WithRetry(10, time.Millisecond))
 	require.NoError(t, err)
 	_, err = c2.GetRecord(ctx, "1")
 	require.ErrorIs(t, err, ErrRateLimited)
 	assert.ErrorIs(t, err, errdefs.ErrUnavailable, "the last server error is kept")
-	assert.Equal(t, int32(3), m.Load())
+	assert.Equal(t, int32(4), m.Load())
 }
 
-// TestBudgetWindow hammers the client from 50 goroutines with a budget of
-// 600/minute (burst 3) and counts, on the server, the requests that arrive
-// in every one-second window: never more than the budget allows (plus a
-// margin for scheduling), where without a budget all 30 would arrive at once.
-func TestBudgetWindow(t *testing.T) {
+// TestBudgetBurstCap hammers the client from 50 goroutines with a budget of
+// 600/minute capped at 3 at once (WithRateLimit's burst) and counts, on the
+// server, the requests that arrive in every one-second window: never more
+// than the cap allows (plus a margin for scheduling), where without it all
+// 30 would arrive at once. TestBudgetWindow checks the minute's window.
+func TestBudgetBurstCap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes ~3s of real time")
 	}
@@ -454,7 +459,7 @@ func TestBudgetWindow(t *testing.T) {
 	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
 	// In any window of 1s: burst + refill·1s, with 0.5s of slack for
 	// scheduling on a loaded machine.
-	maxPerWindow := burst + (perMinute-burst)*3/120 + 1
+	maxPerWindow := burst + perMinute*3/120 + 1
 	for i := range arrivals {
 		j := i
 		for j < len(arrivals) && arrivals[j].Sub(arrivals[i]) < time.Second {
@@ -580,7 +585,9 @@ func TestBudgetDone(t *testing.T) {
 	b.inflight = 1
 	b.done(http.Header{"X-Ratelimit-Limit": {"5"}}, http.StatusOK)
 	assert.Equal(t, 5, b.perMinute)
-	assert.Equal(t, 2, b.minute.Burst())
+	assert.Equal(t, 5, b.minute.n)
+	assert.Equal(t, 5, b.search.n)
+	assert.Nil(t, b.burst, "a burst of 10 caps nothing under a limit of 5")
 }
 
 func TestHelpers(t *testing.T) {

@@ -318,8 +318,8 @@ func TestAgainstFakeConceptRedirect(t *testing.T) {
 }
 
 // TestAgainstFakeRateLimit hammers a fake that allows 20 requests a minute
-// from 50 goroutines: a client whose own budget is that limit never gets a
-// 429, and one without its own budget recovers from the 429s by following
+// from 50 goroutines: a client whose own budget is that limit sends all 20
+// at once and never gets a 429, and one without its own budget recovers from the 429s by following
 // Retry-After and the X-RateLimit headers.
 func TestAgainstFakeRateLimit(t *testing.T) {
 	ctx := context.Background()
@@ -327,9 +327,10 @@ func TestAgainstFakeRateLimit(t *testing.T) {
 		fake, ts, reqs := newFake(t, zenodotest.WithRateLimit(20, 0))
 		p, err := fake.Publish(zenodotest.SeedRecord{Title: "t", Version: "1", Files: []zenodotest.SeedFile{{Name: "f", Data: []byte("x")}}})
 		require.NoError(t, err)
-		c, err := zenodo.New(ts.URL, zenodo.WithRateLimit(20, 10))
+		c, err := zenodo.New(ts.URL, zenodo.WithRateLimit(20, 0))
 		require.NoError(t, err)
-		// Exactly the burst fits before a deadline shorter than the refill.
+		// Exactly the minute's budget fits before a deadline shorter than
+		// the minute the 21st would wait.
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
@@ -353,12 +354,12 @@ func TestAgainstFakeRateLimit(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		assert.Equal(t, 10, ok)
-		assert.Equal(t, 40, limited)
+		assert.Equal(t, 20, ok)
+		assert.Equal(t, 30, limited)
 		for _, r := range reqs.Requests() {
 			assert.NotEqual(t, http.StatusTooManyRequests, r.Status)
 		}
-		assert.Len(t, reqs.Requests(), 10)
+		assert.Len(t, reqs.Requests(), 20)
 	})
 	t.Run("server limit only", func(t *testing.T) {
 		clk := zenodo.NewFakeClock()

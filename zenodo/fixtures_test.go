@@ -460,7 +460,7 @@ func TestFixtureErrors(t *testing.T) {
 	_, err := c.GetDeposition(context.Background(), "1")
 	require.ErrorIs(t, err, ErrUnauthorized)
 	assert.Equal(t, 60, c.budget.perMinute)
-	assert.Less(t, float64(c.budget.minute.Limit()), 1.0)
+	assert.Equal(t, 60, c.budget.minute.n)
 
 	// 133 (05b) is above our default: nothing changes.
 	srv2 := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

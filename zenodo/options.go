@@ -145,18 +145,24 @@ func WithUserAgent(ua string) Option {
 }
 
 // WithRateLimit sets the client's own request budget: at most perMinute
-// requests start in any 60-second window, up to burst of them at once (a
-// token bucket holding burst tokens, refilled at perMinute-burst per minute).
+// requests start in any 60-second window (a sliding window over the last
+// perMinute start times: a request starts at once while fewer than
+// perMinute started in the last 60 s, else when the oldest of them is 60 s
+// old). So all of a minute's budget may go at once, as Zenodo's own limit
+// allows, and no 60 s window ever sees more than perMinute starts. Searches
+// also wait on a window of min(SearchPerMinute, perMinute).
 // Every request waits on it, retries and resumed downloads included.
 // The budget also lowers itself when Zenodo's X-RateLimit-* headers report a
 // lower limit, and pauses until the server's reset when they report no
 // requests remaining or when Zenodo answers 429.
 //
-// Defaults: 60/min with burst 30 without a token, 100/min with burst 50 with
-// one. burst 0 means perMinute/2 (at least 1): a lazy start issues its
-// first dozens of reads at once, and the refill keeps any 60-second window
-// within perMinute. perMinute 0 turns the client's own budget off (the
-// server's headers are still obeyed).
+// burst is an optional extra cap on how many requests may start at the same
+// instant: with burst > 0, a token bucket of burst tokens refilled at
+// perMinute a minute also spaces them out. It must be below perMinute.
+// 0 (the default, and the recommended value) means no extra cap.
+//
+// Defaults: 60/min without a token, 100/min with one, burst 0. perMinute 0
+// turns the client's own budget off (the server's headers are still obeyed).
 func WithRateLimit(perMinute, burst int) Option {
 	return func(o *options) error {
 		switch {
@@ -171,7 +177,7 @@ func WithRateLimit(perMinute, burst int) Option {
 }
 
 // WithHourlyLimit sets the hourly request budget: at most perHour requests
-// in any hour. Defaults: 2000 without a token, 5000 with one; 0 turns it off.
+// start in any hour (a sliding window, as the minute's). Defaults: 2000 without a token, 5000 with one; 0 turns it off.
 func WithHourlyLimit(perHour int) Option {
 	return func(o *options) error {
 		if perHour < 0 {
@@ -251,12 +257,6 @@ func makeOptions(opts []Option) (*options, error) {
 		o.perMinute = GuestPerMinute
 		if o.token != "" {
 			o.perMinute = AuthenticatedPerMinute
-		}
-	}
-	if o.perMinute > 0 && o.burst == 0 {
-		o.burst = max(1, o.perMinute/2)
-		if o.burst >= o.perMinute {
-			o.burst = o.perMinute - 1
 		}
 	}
 	if !o.hourSet {

@@ -16,16 +16,20 @@ import (
 // defaultPause is how long the budget stops after a 429 without Retry-After.
 const defaultPause = 10 * time.Second
 
-// budget is the client's request budget: token buckets per minute, per hour
-// and for searches, plus what the server's X-RateLimit-* headers say.
+// budget is the client's request budget: sliding windows per minute, per
+// hour and for searches, an optional burst cap, plus what the server's
+// X-RateLimit-* headers say. Every check and every start happens under mu,
+// so no window ever admits more than its limit, however many goroutines
+// wait.
 type budget struct {
 	clock clock
 
 	mu        sync.Mutex
-	minute    *rate.Limiter // nil: no own per-minute budget
+	minute    *slidingWindow // nil: no own per-minute budget
 	perMinute int
-	hour      *rate.Limiter // nil: no hourly budget
-	search    *rate.Limiter
+	burst     *rate.Limiter  // nil: no cap on starts at once (WithRateLimit's burst)
+	hour      *slidingWindow // nil: no hourly budget
+	search    *slidingWindow // nil with minute
 
 	// The server's current window: until windowEnd, at most allowance more
 	// requests may start. After a 429, allowance is 0 until windowEnd.
@@ -34,30 +38,91 @@ type budget struct {
 	inflight  int
 }
 
-// newBudget makes a budget allowing at most perMinute requests in any minute
-// (burst at once) and perHour in any hour; 0 turns either off.
+// newBudget makes a budget allowing at most perMinute request starts in any
+// 60 seconds (of which searches at most min(SearchPerMinute, perMinute)) and
+// perHour in any hour; 0 turns either off. burst > 0 also caps how many may
+// start at once: a token bucket of burst tokens refilled at perMinute a
+// minute; 0 means no such cap.
+//
+// The hourly budget is a sliding window too: like the minute's, it is the
+// exact rule of Zenodo's fixed windows seen from any start, and admitting
+// each request as early as the rule allows completes at least as many by
+// any moment as a smoothing token bucket would. Its ring grows only with
+// use (at most perHour entries).
 func newBudget(perMinute, burst, perHour int, clk clock) *budget {
 	b := &budget{clock: clk, perMinute: perMinute}
 	if perMinute > 0 {
-		b.minute = newWindowLimiter(perMinute, burst, time.Minute)
-		searchMax := min(SearchPerMinute, perMinute)
-		b.search = newWindowLimiter(searchMax, max(1, min(burst, searchMax/10)), time.Minute)
+		b.minute = newSlidingWindow(perMinute, time.Minute)
+		b.search = newSlidingWindow(min(SearchPerMinute, perMinute), time.Minute)
+		if burst > 0 && burst < perMinute {
+			b.burst = rate.NewLimiter(rate.Limit(float64(perMinute)/time.Minute.Seconds()), burst)
+		}
 	}
 	if perHour > 0 {
-		hb := min(max(perMinute, 1), perHour/2)
-		b.hour = newWindowLimiter(perHour, max(hb, 1), time.Hour)
+		b.hour = newSlidingWindow(perHour, time.Hour)
 	}
 	return b
 }
 
-// newWindowLimiter is a token bucket admitting at most n events in any window
-// of length w, burst of them at once: it refills at (n-burst)/w.
-func newWindowLimiter(n, burst int, w time.Duration) *rate.Limiter {
-	if burst >= n {
-		burst = max(n-1, 1)
+// slidingWindow admits at most n starts in any window of length w: it keeps
+// the start times of the last n admitted requests in a ring, and a request
+// may start when the oldest of them is at least w old (or fewer than n
+// started at all). It is not safe for concurrent use; budget.mu guards it.
+type slidingWindow struct {
+	n      int
+	w      time.Duration
+	starts []time.Time // ring of up to n start times; grows with use
+	head   int         // index of the oldest start once len(starts) == n
+}
+
+func newSlidingWindow(n int, w time.Duration) *slidingWindow {
+	return &slidingWindow{n: n, w: w}
+}
+
+// delay is how long from now until a request may start: 0 if it may start
+// now, else until the oldest of the last n starts is w old.
+func (s *slidingWindow) delay(now time.Time) time.Duration {
+	if len(s.starts) < s.n {
+		return 0
 	}
-	refill := max(n-burst, 1)
-	return rate.NewLimiter(rate.Limit(float64(refill)/w.Seconds()), burst)
+	return max(s.starts[s.head].Add(s.w).Sub(now), 0)
+}
+
+// add records a start at now; the caller checked delay(now) == 0.
+func (s *slidingWindow) add(now time.Time) {
+	if len(s.starts) < s.n {
+		s.starts = append(s.starts, now)
+		return
+	}
+	s.starts[s.head] = now
+	s.head = (s.head + 1) % s.n
+}
+
+// available is how many requests could start at now.
+func (s *slidingWindow) available(now time.Time) int {
+	free := s.n - len(s.starts)
+	for i := range len(s.starts) {
+		if now.Sub(s.starts[(s.head+i)%len(s.starts)]) < s.w {
+			break // the ring is in start order: later ones are younger
+		}
+		free++
+	}
+	return free
+}
+
+// setLimit lowers n, keeping the most recent starts.
+func (s *slidingWindow) setLimit(n int) {
+	if n <= 0 || n >= s.n {
+		return
+	}
+	ordered := make([]time.Time, 0, n)
+	for i := range len(s.starts) {
+		ordered = append(ordered, s.starts[(s.head+i)%len(s.starts)])
+	}
+	if len(ordered) > n {
+		ordered = ordered[len(ordered)-n:]
+	}
+	s.n, s.starts, s.head = n, ordered, 0
 }
 
 // budgetError is a request the budget cannot admit before ctx's deadline.
@@ -68,59 +133,68 @@ func (e *budgetError) Error() string {
 }
 
 // wait blocks until a request may start and counts it as started; every
-// wait must be followed by one done. It returns how long it waited.
+// successful wait must be followed by one done. It returns how long it
+// waited. A wait that fails (ctx done, or no slot before ctx's deadline)
+// takes no slot.
 func (b *budget) wait(ctx context.Context, search bool) (time.Duration, error) {
 	start := b.clock.Now()
 	for {
 		b.mu.Lock()
 		now := b.clock.Now()
-		if now.Before(b.windowEnd) && b.allowance <= 0 {
-			d := b.windowEnd.Sub(now)
+		d := b.delay(now, search)
+		if d == 0 {
+			b.take(now, search)
 			b.mu.Unlock()
-			if dl, ok := ctx.Deadline(); ok && now.Add(d).After(dl) {
-				return now.Sub(start), &budgetError{d}
-			}
-			if err := b.clock.Sleep(ctx, d); err != nil {
-				return b.clock.Now().Sub(start), err
-			}
-			continue
+			return now.Sub(start), nil
 		}
-		var rs []*rate.Reservation
-		var delay time.Duration
-		for _, l := range []*rate.Limiter{b.minute, b.hour, b.searchFor(search)} {
-			if l == nil {
-				continue
-			}
-			r := l.ReserveN(now, 1)
-			rs = append(rs, r)
-			delay = max(delay, r.DelayFrom(now))
-		}
-		if dl, ok := ctx.Deadline(); ok && now.Add(delay).After(dl) {
-			for _, r := range rs {
-				r.CancelAt(now)
-			}
-			b.mu.Unlock()
-			return now.Sub(start), &budgetError{delay}
-		}
-		if now.Before(b.windowEnd) {
-			b.allowance--
-		}
-		b.inflight++
 		b.mu.Unlock()
-		if delay > 0 {
-			if err := b.clock.Sleep(ctx, delay); err != nil {
-				for _, r := range rs {
-					r.Cancel()
-				}
-				b.done(nil, 0)
-				return b.clock.Now().Sub(start), err
-			}
+		if dl, ok := ctx.Deadline(); ok && now.Add(d).After(dl) {
+			return now.Sub(start), &budgetError{d}
 		}
-		return b.clock.Now().Sub(start), nil
+		// Sleep, then check again: others may have taken the slot.
+		if err := b.clock.Sleep(ctx, d); err != nil {
+			return b.clock.Now().Sub(start), err
+		}
 	}
 }
 
-func (b *budget) searchFor(search bool) *rate.Limiter {
+// delay is how long from now until a request may start (0: now). b.mu is held.
+func (b *budget) delay(now time.Time, search bool) time.Duration {
+	var d time.Duration
+	if now.Before(b.windowEnd) && b.allowance <= 0 {
+		d = b.windowEnd.Sub(now)
+	}
+	for _, w := range []*slidingWindow{b.minute, b.hour, b.searchFor(search)} {
+		if w != nil {
+			d = max(d, w.delay(now))
+		}
+	}
+	if b.burst != nil {
+		if missing := 1 - b.burst.TokensAt(now); missing > 0 {
+			// Round up, so that the next check finds the token.
+			d = max(d, time.Duration(math.Ceil(missing/float64(b.burst.Limit())*float64(time.Second))))
+		}
+	}
+	return d
+}
+
+// take counts a request starting at now; delay(now) was 0. b.mu is held.
+func (b *budget) take(now time.Time, search bool) {
+	for _, w := range []*slidingWindow{b.minute, b.hour, b.searchFor(search)} {
+		if w != nil {
+			w.add(now)
+		}
+	}
+	if b.burst != nil {
+		b.burst.AllowN(now, 1)
+	}
+	if now.Before(b.windowEnd) {
+		b.allowance--
+	}
+	b.inflight++
+}
+
+func (b *budget) searchFor(search bool) *slidingWindow {
 	if search {
 		return b.search
 	}
@@ -140,12 +214,14 @@ func (b *budget) done(h http.Header, status int) {
 
 	// A lower server limit lowers our own per-minute budget, for good.
 	if limit, ok := headerInt(h, "X-RateLimit-Limit"); ok && limit > 0 && b.minute != nil && limit < b.perMinute {
-		burst := min(b.minute.Burst(), max(1, limit/2))
-		if burst >= limit {
-			burst = max(limit-1, 1)
+		b.minute.setLimit(limit)
+		b.search.setLimit(limit)
+		if b.burst != nil {
+			b.burst.SetLimitAt(now, rate.Limit(float64(limit)/time.Minute.Seconds()))
+			if b.burst.Burst() >= limit {
+				b.burst = nil // the window alone caps it now
+			}
 		}
-		b.minute.SetLimitAt(now, rate.Limit(float64(max(limit-burst, 1))/60))
-		b.minute.SetBurstAt(now, burst)
 		b.perMinute = limit
 	}
 
@@ -215,10 +291,13 @@ func (b *budget) available() int {
 	defer b.mu.Unlock()
 	now := b.clock.Now()
 	n := math.MaxInt32
-	for _, l := range []*rate.Limiter{b.minute, b.hour} {
-		if l != nil {
-			n = min(n, int(math.Floor(l.TokensAt(now))))
+	for _, w := range []*slidingWindow{b.minute, b.hour} {
+		if w != nil {
+			n = min(n, w.available(now))
 		}
+	}
+	if b.burst != nil {
+		n = min(n, int(math.Floor(b.burst.TokensAt(now))))
 	}
 	if now.Before(b.windowEnd) {
 		n = min(n, b.allowance)
