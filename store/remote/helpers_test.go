@@ -127,7 +127,10 @@ func makeTar(files []tfile) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func makeArchive() (*testArchive, error) {
+func makeArchive() (*testArchive, error) { return makeArchiveOf(testLayers()) }
+
+// makeArchiveOf builds an archive of one image with the given layers.
+func makeArchiveOf(layerFiles [][]tfile) (*testArchive, error) {
 	dir, err := os.MkdirTemp("", "remote-test-layout-")
 	if err != nil {
 		return nil, err
@@ -144,7 +147,7 @@ func makeArchive() (*testArchive, error) {
 	ta := &testArchive{blobs: map[digest.Digest][]byte{}}
 	var layers []ocispec.Descriptor
 	var diffIDs []digest.Digest
-	for _, files := range testLayers() {
+	for _, files := range layerFiles {
 		tb, err := makeTar(files)
 		if err != nil {
 			return nil, err

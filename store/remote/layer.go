@@ -45,7 +45,8 @@ type Layer struct {
 	closed  bool
 	flights map[int]*flight
 	hints   []hint
-	gens    []uint32      // per member: bumped each time it is found or put in the cache
+	gens    []uint32 // per member: bumped each time it is found or put in the cache
+	ra      readahead
 	fillCh  chan struct{} // closed when the fill ends; nil if never started
 	fillErr error
 }
@@ -165,7 +166,7 @@ func (l *Layer) ReadAt(ctx context.Context, e *seekable.Entry, p []byte, off int
 	}
 	first, last := l.toc.MemberRange(e, off, want)
 	_, fileLast := l.toc.MemberRange(e, e.Size-1, 1)
-	datas, err := l.members(ctx, first, last, fileLast)
+	datas, err := l.members(ctx, e, first, last, fileLast)
 	if err != nil {
 		return 0, fmt.Errorf("reading %q of layer %s: %w", e.Name, l.desc.Digest, err)
 	}
@@ -184,9 +185,9 @@ func (l *Layer) ReadAt(ctx context.Context, e *seekable.Entry, p []byte, off int
 	return int(want), nil
 }
 
-// members returns the decompressed bytes of members first..last; a fetch
-// may extend over the file's members up to fileLast.
-func (l *Layer) members(ctx context.Context, first, last, fileLast int) ([][]byte, error) {
+// members returns the decompressed bytes of members first..last of file e;
+// a fetch may extend over the file's members up to fileLast.
+func (l *Layer) members(ctx context.Context, e *seekable.Entry, first, last, fileLast int) ([][]byte, error) {
 	out := make([][]byte, last-first+1)
 	missing := make([]int, 0, len(out))
 	for i := first; i <= last; i++ {
@@ -206,7 +207,7 @@ func (l *Layer) members(ctx context.Context, first, last, fileLast int) ([][]byt
 			break
 		}
 		var err error
-		if missing, err = l.fetch(ctx, missing, out, first, fileLast); err != nil {
+		if missing, err = l.fetch(ctx, e, missing, out, first, fileLast); err != nil {
 			return nil, err
 		}
 	}
@@ -306,11 +307,13 @@ func (l *Layer) markCachedLocked(i int) {
 // run is a contiguous range of members fetched by one request.
 type run struct{ first, last int }
 
-// fetch plans requests for the missing members (joining fetches already
-// under way), waits for them, and returns the members that escaped (to be
-// looked up again).
-func (l *Layer) fetch(ctx context.Context, missing []int, out [][]byte, first, fileLast int) ([]int, error) {
+// fetch plans requests for the missing members of file e (joining fetches
+// already under way), sized by the layer's readahead, waits for them, and
+// returns the members that escaped (to be looked up again).
+func (l *Layer) fetch(ctx context.Context, e *seekable.Entry, missing []int, out [][]byte, first, fileLast int) ([]int, error) {
 	l.probe(ctx, missing[0], missing[len(missing)-1])
+	reg := region(l.toc, e)
+	stream, size := -1, int64(0)
 	needed := make(map[int]bool, len(missing))
 	for _, i := range missing {
 		needed[i] = true
@@ -335,7 +338,11 @@ func (l *Layer) fetch(ctx context.Context, missing []int, out [][]byte, first, f
 			recheck = append(recheck, i)
 			continue
 		}
-		r := l.planLocked(i, needed, fileLast)
+		if stream < 0 {
+			size, stream = l.ra.window(l.toc.Members[i].Offset, reg, l.o.minRequest, l.o.maxRequest)
+		}
+		r := l.planLocked(i, needed, fileLast, size)
+		l.ra.cover(stream, l.span(r))
 		for j := r.first; j <= r.last; j++ {
 			f := &flight{done: make(chan struct{})}
 			l.flights[j] = f
@@ -374,12 +381,19 @@ func (l *Layer) fetch(ctx context.Context, missing []int, out [][]byte, first, f
 	return recheck, nil
 }
 
+// span returns the compressed span of run r.
+func (l *Layer) span(r run) cspan {
+	ms := l.toc.Members
+	return cspan{ms[r.first].Offset, ms[r.last].Offset + ms[r.last].Size}
+}
+
 // planLocked plans the request for missing member i: i, the needed members
-// after it, the members of the rest of the file up to fileReadahead, then
-// neighbours, forward and then backward, until the request holds the
-// minimum request size; it takes only members neither cached nor being
-// fetched, and never passes the maximum request size. l.mu is held.
-func (l *Layer) planLocked(i int, needed map[int]bool, fileLast int) run {
+// after it, the members of the rest of the file up to fileReadahead (or
+// size if larger), then neighbours forward until the request holds size
+// bytes, and backward until it holds the minimum request size; it takes
+// only members neither cached nor being fetched, and never passes the
+// maximum request size. l.mu is held.
+func (l *Layer) planLocked(i int, needed map[int]bool, fileLast int, size int64) run {
 	ms := l.toc.Members
 	free := func(j int) bool {
 		if l.flights[j] != nil {
@@ -392,14 +406,15 @@ func (l *Layer) planLocked(i int, needed map[int]bool, fileLast int) run {
 	}
 	r := run{i, i}
 	total := ms[i].Size
-	readahead := min(max(l.o.minRequest, fileReadahead), l.o.maxRequest)
+	size = min(max(size, l.o.minRequest), l.o.maxRequest)
+	readahead := min(max(size, fileReadahead), l.o.maxRequest)
 	for r.last+1 < len(ms) {
 		j := r.last + 1
 		if !free(j) || total+ms[j].Size > l.o.maxRequest {
 			break
 		}
 		inFile := j <= fileLast && total < readahead
-		if total >= l.o.minRequest && !needed[j] && !inFile {
+		if total >= size && !needed[j] && !inFile {
 			break
 		}
 		r.last = j
@@ -536,6 +551,7 @@ func (l *Layer) stream(ctx context.Context, pos, last int, fill bool) (int, erro
 	}
 	defer rc.Close()
 	var bytes int64
+	var buf []byte
 	delivered := 0
 	defer func() {
 		l.o.emit(Event{Kind: EventFetch, Record: l.recID, Layer: l.desc.Digest, Offset: off, Fill: fill, Members: delivered,
@@ -567,7 +583,12 @@ func (l *Layer) stream(ctx context.Context, pos, last int, fill bool) (int, erro
 			}
 			continue
 		}
-		buf := make([]byte, m.Size)
+		// One buffer for the stream: deliver copies what it keeps, so a
+		// layer's fill makes no garbage per member.
+		if int64(cap(buf)) < m.Size {
+			buf = make([]byte, m.Size)
+		}
+		buf = buf[:m.Size]
 		var n int
 		n, err = io.ReadFull(rc, buf)
 		bytes += int64(n)

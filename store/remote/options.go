@@ -15,7 +15,7 @@ const (
 	// DefaultMaxRequest is the largest span one on-demand fetch asks for.
 	DefaultMaxRequest = 16 << 20
 	// DefaultMemoryCacheSize bounds the decompressed members kept in memory.
-	DefaultMemoryCacheSize = 32 << 20
+	DefaultMemoryCacheSize = 16 << 20
 	// DefaultConcurrency is how many on-demand fetches a layer runs at once.
 	DefaultConcurrency = 4
 	// DefaultFillRetries is how many times in a row a background fill may
@@ -136,7 +136,7 @@ func WithMaxRequest(n int64) Option {
 }
 
 // WithMemoryCacheSize bounds the decompressed members kept in memory, shared
-// by every layer of the Opener. n <= 0 selects the default, 32 MiB
+// by every layer of the Opener. n <= 0 selects the default, 16 MiB
 // (DefaultMemoryCacheSize).
 func WithMemoryCacheSize(n int64) Option {
 	return func(o *options) {
