@@ -2,11 +2,10 @@ package donodo
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 )
 
 // memoFile is the file under WithDepositionMemo's directory.
@@ -52,20 +51,7 @@ func (m *memo) put(key, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(m.path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(m.path), ".depositions-*.json")
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Close()); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), m.path); err != nil {
-		os.Remove(f.Name())
+	if err := fsutil.WriteFileAtomic(m.path, data, 0o600); err != nil {
 		return fmt.Errorf("saving %s: %w", m.path, err)
 	}
 	return nil
@@ -74,8 +60,8 @@ func (m *memo) put(key, id string) error {
 // load reads the entries; a missing or unreadable file is empty.
 func (m *memo) load() map[string]string {
 	entries := map[string]string{}
-	data, err := os.ReadFile(m.path)
-	if err != nil || len(data) > maxMemoSize {
+	data, err := fsutil.ReadFileLimit(m.path, maxMemoSize)
+	if err != nil {
 		return entries
 	}
 	if json.Unmarshal(data, &entries) != nil {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
 
@@ -97,12 +96,7 @@ func ParseTemplates(data []byte) (Templates, error) {
 
 // LoadTemplates reads and parses a templates file (see ParseTemplates).
 func LoadTemplates(path string) (Templates, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading templates: %w", err)
-	}
-	defer f.Close()
-	data, err := readAllLimited(f, maxTemplatesSize)
+	data, err := fsutil.ReadFileLimit(path, maxTemplatesSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading templates %s: %w", path, err)
 	}
@@ -351,16 +345,4 @@ func ParseAuthors(s string) []zenodo.Creator {
 func clean(s string) string {
 	s = parenRE.ReplaceAllString(s, " ")
 	return strings.Trim(spacesRE.ReplaceAllString(s, " "), " ,")
-}
-
-// readAllLimited reads at most limit bytes, failing beyond.
-func readAllLimited(f *os.File, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("more than %d bytes: %w", limit, errdefs.ErrInvalidArgument)
-	}
-	return data, nil
 }

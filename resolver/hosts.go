@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
 
@@ -97,39 +98,11 @@ func InstallHosts(certsDir, endpoint string) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("installing hosts.toml for %s: %w", h, err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, "hosts.toml"), HostsTOML(ep, string(h)), 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, "hosts.toml"), HostsTOML(ep, string(h)), 0o644); err != nil {
 			return fmt.Errorf("installing hosts.toml for %s: %w", h, err)
 		}
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file next to name and renames
-// it over name.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) (retErr error) {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if retErr != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
 }
 
 // ProxyPluginTOML returns the containerd config snippet that registers the

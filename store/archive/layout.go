@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 )
 
 // layoutProvider serves the blobs of an OCI image layout directory.
@@ -62,7 +63,7 @@ func (p *layoutProvider) ReaderAt(ctx context.Context, desc ocispec.Descriptor) 
 
 // indexJSON serves index.json if dgst is its digest.
 func (p *layoutProvider) indexJSON(dgst digest.Digest) (content.ReaderAt, bool) {
-	data, err := readLimited(filepath.Join(p.dir, ocispec.ImageIndexFile), maxJSONSize)
+	data, err := fsutil.ReadFileLimit(filepath.Join(p.dir, ocispec.ImageIndexFile), maxJSONSize)
 	if err != nil || digest.FromBytes(data) != dgst {
 		return nil, false
 	}
@@ -73,7 +74,7 @@ func (p *layoutProvider) indexJSON(dgst digest.Digest) (content.ReaderAt, bool) 
 // the image names its index.json carries: the one image it lists (under
 // however many names), else index.json itself as an image index.
 func LayoutRoot(dir string) (ocispec.Descriptor, []string, error) {
-	data, err := readLimited(filepath.Join(dir, ocispec.ImageIndexFile), maxJSONSize)
+	data, err := fsutil.ReadFileLimit(filepath.Join(dir, ocispec.ImageIndexFile), maxJSONSize)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
@@ -89,26 +90,6 @@ func LayoutRoot(dir string) (ocispec.Descriptor, []string, error) {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("OCI layout %s: %w", dir, err)
 	}
 	return root, names, nil
-}
-
-// readLimited reads a file of at most limit bytes.
-func readLimited(name string, limit int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is more than %d bytes: %w", name, limit, errdefs.ErrInvalidArgument)
-	}
-	return data, nil
 }
 
 // fileReaderAt is a content.ReaderAt over an open file.

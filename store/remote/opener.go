@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
@@ -352,8 +353,8 @@ func (op *Opener) openImage(ctx context.Context, rec *zenodo.Record, file zenodo
 				log.G(ctx).WithError(err).Warn("remote: stored spool file unusable, downloading again")
 			}
 		}
-		idxData, err1 := readFileLimit(filepath.Join(dir, "index.json"), archive.MaxIndexSize)
-		meta, err2 := readFileLimit(filepath.Join(dir, "metadata"), op.o.maxMetadata)
+		idxData, err1 := fsutil.ReadFileLimit(filepath.Join(dir, "index.json"), archive.MaxIndexSize)
+		meta, err2 := fsutil.ReadFileLimit(filepath.Join(dir, "metadata"), op.o.maxMetadata)
 		if err1 == nil && err2 == nil {
 			if err := op.openIndexed(ctx, img, remote, idxData, meta); err == nil {
 				img.mode = ModeState
@@ -447,7 +448,7 @@ func (op *Opener) fetchIndexed(ctx context.Context, img *Image, src *remoteSourc
 		}
 	}
 	if dir != "" {
-		err := errors.Join(writeFileAtomic(filepath.Join(dir, "metadata"), meta), writeFileAtomic(filepath.Join(dir, "index.json"), idxData))
+		err := errors.Join(fsutil.WriteFileAtomic(filepath.Join(dir, "metadata"), meta, 0o600), fsutil.WriteFileAtomic(filepath.Join(dir, "index.json"), idxData, 0o600))
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("remote: saving archive index in the state directory")
 		}

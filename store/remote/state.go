@@ -5,11 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/fsutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
 
@@ -67,7 +67,7 @@ func (s stateDir) loadRecord(recID string) (*zenodo.Record, bool) {
 	if p == "" {
 		return nil, false
 	}
-	data, err := readFileLimit(p, maxStateRecord)
+	data, err := fsutil.ReadFileLimit(p, maxStateRecord)
 	if err != nil {
 		return nil, false
 	}
@@ -87,7 +87,7 @@ func (s stateDir) saveRecord(rec *zenodo.Record) error {
 	if err != nil {
 		return fmt.Errorf("encoding record %s: %w", rec.RecordID(), err)
 	}
-	return writeFileAtomic(p, data)
+	return fsutil.WriteFileAtomic(p, data, 0o600)
 }
 
 // storedRef is what refs/ holds.
@@ -101,7 +101,7 @@ func (s stateDir) loadRef(ref zenodo.Reference) (string, bool) {
 	if p == "" {
 		return "", false
 	}
-	data, err := readFileLimit(p, 64<<10)
+	data, err := fsutil.ReadFileLimit(p, 64<<10)
 	if err != nil {
 		return "", false
 	}
@@ -121,7 +121,7 @@ func (s stateDir) saveRef(ref zenodo.Reference, recID string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(p, data)
+	return fsutil.WriteFileAtomic(p, data, 0o600)
 }
 
 // refKey is a reference without its digest (which does not change which
@@ -129,51 +129,6 @@ func (s stateDir) saveRef(ref zenodo.Reference, recID string) error {
 func refKey(ref zenodo.Reference) string {
 	ref.Digest = ""
 	return ref.String()
-}
-
-// readFileLimit reads a file of at most limit bytes.
-func readFileLimit(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file renamed into
-// place, creating the directory.
-func writeFileAtomic(path string, data []byte) (retErr error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if retErr != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // fileExists reports whether path is an existing regular file.
