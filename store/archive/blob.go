@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
 )
 
 // blobLoc is where a blob's bytes are: a range of the archive, or (for
@@ -118,7 +120,7 @@ func verifyStream(ctx context.Context, r io.Reader, size int64, dgst digest.Dige
 		return fmt.Errorf("blob %s: digest algorithm unavailable: %w", dgst, errdefs.ErrNotImplemented)
 	}
 	h := dgst.Algorithm().Hash()
-	n, err := copyCtx(ctx, h, r)
+	n, err := ctxio.Copy(ctx, h, r)
 	if err != nil {
 		return fmt.Errorf("reading blob %s: %w", dgst, err)
 	}
@@ -129,32 +131,4 @@ func verifyStream(ctx context.Context, r io.Reader, size int64, dgst digest.Dige
 		return fmt.Errorf("blob %s: content has digest %s: %w", dgst, got, ErrCorrupt)
 	}
 	return nil
-}
-
-// copyCtx is io.Copy that stops when ctx is done.
-func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
-	var total int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-		n, err := r.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-			if m != n {
-				return total, io.ErrShortWrite
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }

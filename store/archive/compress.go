@@ -38,8 +38,17 @@ func compressionOf(magic []byte) compression {
 	return compNone
 }
 
-// decompress returns the decompressed content of r, whose compression (gzip,
-// zstd or none) is detected from its first bytes.
+// Decompress returns the decompressed content of r, whose compression is
+// detected from its first bytes: gzip (a multi-member stream reads as one),
+// zstd (with a window of at most 128 MiB, so memory stays bounded), or none
+// (r as it is). It reads ahead of what it returns. A malformed header is an
+// error wrapping errdefs.ErrInvalidArgument.
+func Decompress(r io.Reader) (io.ReadCloser, error) {
+	rc, _, err := decompress(r)
+	return rc, err
+}
+
+// decompress is Decompress that also says which compression it found.
 func decompress(r io.Reader) (io.ReadCloser, compression, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.Peek(4)

@@ -12,6 +12,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
 )
 
 const (
@@ -179,7 +181,7 @@ func (a *Archive) layerDescriptor(ctx context.Context, name string, e entry) (oc
 		}
 	} else {
 		h := digest.SHA256.Digester()
-		n, err := copyCtx(ctx, h.Hash(), io.TeeReader(r, &prefixWriter{buf: magic[:0]}))
+		n, err := ctxio.Copy(ctx, h.Hash(), io.TeeReader(r, &prefixWriter{buf: magic[:0]}))
 		if err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("reading layer %s: %w", name, err)
 		}

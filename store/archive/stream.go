@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
 )
 
 // OpenStream opens an archive that can only be read once from start to end,
@@ -42,7 +44,7 @@ func OpenStream(ctx context.Context, r io.Reader, spoolDir string, opts ...OpenO
 		return nil, fmt.Errorf("opening archive stream: %w", err)
 	}
 	defer dr.Close()
-	n, err := copyCtx(ctx, f, io.LimitReader(dr, o.maxSpoolSize+1))
+	n, err := ctxio.Copy(ctx, f, io.LimitReader(dr, o.maxSpoolSize+1))
 	if err != nil {
 		if comp != compNone && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !isWriteError(err) {
 			err = fmt.Errorf("%v: %w", err, ErrCorrupt)

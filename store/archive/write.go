@@ -24,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 )
 
@@ -507,7 +508,7 @@ func (wr *writer) convertLayer(ctx context.Context, job *layerJob) (retErr error
 	}
 	// Read what the decompressor left (gzip trailer padding) to hash the
 	// whole source blob.
-	if _, err := copyCtx(ctx, io.Discard, src); err != nil {
+	if _, err := ctxio.Copy(ctx, io.Discard, src); err != nil {
 		return fmt.Errorf("reading layer %s: %w", job.src.Digest, err)
 	}
 	if got := digest.NewDigest(job.src.Digest.Algorithm(), src.h); got != job.src.Digest || src.n != job.src.Size {

@@ -20,6 +20,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
 )
 
 // countingWriter counts the bytes written through it.
@@ -91,7 +93,7 @@ func (t *tarWriter) blob(ctx context.Context, desc ocispec.Descriptor, r io.Read
 	if progress != nil {
 		h.progress = func(n int64) { progress(Progress{Stage: "write", Desc: desc, Done: n}) }
 	}
-	n, err := copyCtx(ctx, t.tw, io.LimitReader(h, desc.Size))
+	n, err := ctxio.Copy(ctx, t.tw, io.LimitReader(h, desc.Size))
 	if err != nil {
 		return fmt.Errorf("writing blob %s: %w", desc.Digest, err)
 	}

@@ -1,26 +1,20 @@
 package remote
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/ctxio"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 )
-
-// zstdMaxMemory bounds the memory a zstd stream may make the decoder use.
-const zstdMaxMemory = 256 << 20
 
 // spool downloads file of record recID once, decompressing it (gzip or zstd,
 // by magic; a plain tar is kept as it is) into path, through a temporary
@@ -46,12 +40,12 @@ func (op *Opener) spool(ctx context.Context, recID string, file zenodo.File, pat
 	}
 	defer rc.Close()
 	h := md5.New()
-	raw := bufio.NewReaderSize(io.TeeReader(rc, h), 64<<10)
-	dr, err := decompressor(raw)
+	raw := io.TeeReader(rc, h)
+	dr, err := archive.Decompress(raw)
 	if err != nil {
 		return 0, fmt.Errorf("downloading %s of record %s: %w", file.Key, recID, err)
 	}
-	n, err := copyCtx(ctx, tmp, io.LimitReader(dr, op.o.maxSpool+1))
+	n, err := ctxio.Copy(ctx, tmp, io.LimitReader(dr, op.o.maxSpool+1))
 	dr.Close()
 	if err != nil {
 		return 0, fmt.Errorf("downloading %s of record %s: %w", file.Key, recID, err)
@@ -78,52 +72,4 @@ func (op *Opener) spool(ctx context.Context, recID string, file zenodo.File, pat
 		return 0, fmt.Errorf("writing spool file: %w", err)
 	}
 	return n, nil
-}
-
-// decompressor returns a reader of r decompressed by its magic number.
-func decompressor(r *bufio.Reader) (io.ReadCloser, error) {
-	magic, err := r.Peek(4)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("reading gzip header: %w", errors.Join(err, errdefs.ErrInvalidArgument))
-		}
-		return zr, nil
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(zstdMaxMemory))
-		if err != nil {
-			return nil, fmt.Errorf("reading zstd header: %w", errors.Join(err, errdefs.ErrInvalidArgument))
-		}
-		return zr.IOReadCloser(), nil
-	}
-	return io.NopCloser(r), nil
-}
-
-// copyCtx is io.Copy that stops when ctx is done.
-func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
-	var total int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, context.Cause(ctx)
-		}
-		n, err := r.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }
