@@ -353,6 +353,11 @@ func (l *Layer) fetch(ctx context.Context, e *seekable.Entry, missing []int, out
 		}
 		runs = append(runs, r)
 	}
+	if l.cache != nil {
+		if sp, ok := l.ra.prefetch(stream); ok {
+			runs = append(runs, l.planRegionLocked(sp, l.toc.Members[missing[0]].Offset)...)
+		}
+	}
 	l.wg.Add(len(runs))
 	l.mu.Unlock()
 

@@ -16,7 +16,10 @@ import (
 // maximum, so importing a package costs a few large requests rather than
 // many small ones one after another. A miss far from every stream starts a
 // new one at the minimum request size (the least recently used stream makes
-// way).
+// way). At a stream's second miss, the rest of its directory region is
+// fetched too, in the background by a few parallel requests (with an
+// on-disk cache to keep it in): a request's latency dominates its transfer,
+// and imports read a package's files in no particular order.
 const (
 	// maxRAStreams is how many streams a layer follows at once (imports of
 	// several packages interleave).
@@ -27,6 +30,8 @@ const (
 	maxRegion = 32 << 20
 	// maxRegionScan bounds the TOC entries looked at to find a region.
 	maxRegionScan = 1 << 14
+	// maxPrefetchRuns bounds the requests prefetching one region.
+	maxPrefetchRuns = 3
 )
 
 // raStream is one region of the layer that misses progress through.
@@ -35,6 +40,7 @@ type raStream struct {
 	rlo, rhi int64  // compressed span of its directory region; empty if none
 	win      int64  // size of its next request
 	used     uint64 // tick of its last miss
+	misses   int
 }
 
 // readahead is a layer's set of streams. It is guarded by the layer's mutex.
@@ -60,7 +66,7 @@ func (ra *readahead) window(off int64, reg cspan, minReq, maxReq int64) (int64, 
 		}
 	}
 	if best < 0 {
-		s := raStream{lo: off, hi: off, rlo: reg.lo, rhi: reg.hi, win: minReq, used: ra.tick}
+		s := raStream{lo: off, hi: off, rlo: reg.lo, rhi: reg.hi, win: minReq, used: ra.tick, misses: 1}
 		if len(ra.streams) < maxRAStreams {
 			ra.streams = append(ra.streams, s)
 			return s.win, len(ra.streams) - 1
@@ -77,6 +83,7 @@ func (ra *readahead) window(off int64, reg cspan, minReq, maxReq int64) (int64, 
 	s := &ra.streams[best]
 	s.win = min(max(2*s.win, minReq), maxReq)
 	s.used = ra.tick
+	s.misses++
 	if reg.lo < reg.hi {
 		if s.rlo < s.rhi {
 			s.rlo, s.rhi = min(s.rlo, reg.lo), max(s.rhi, reg.hi)
@@ -85,6 +92,20 @@ func (ra *readahead) window(off int64, reg cspan, minReq, maxReq int64) (int64, 
 		}
 	}
 	return s.win, best
+}
+
+// prefetch returns the region of stream k to fetch in the background: its
+// directory region, at its second miss (once: the requests a lazy start
+// makes are few).
+func (ra *readahead) prefetch(k int) (cspan, bool) {
+	if k < 0 || k >= len(ra.streams) {
+		return cspan{}, false
+	}
+	s := &ra.streams[k]
+	if s.misses != 2 || s.rlo >= s.rhi {
+		return cspan{}, false
+	}
+	return cspan{s.rlo, s.rhi}, true
 }
 
 // cover records that stream k's request covered compressed span sp.
@@ -171,4 +192,69 @@ func entryIndex(toc *seekable.TOC, e *seekable.Entry) int {
 		}
 	}
 	return -1
+}
+
+// planRegionLocked plans background requests for the members of region sp
+// neither cached nor being fetched, nearest to compressed offset near
+// first: at most maxPrefetchRuns requests of about equal size, within the
+// maximum request, skipping stray members smaller than a quarter of the
+// minimum request. Their flights are registered (no reader wants them yet).
+// l.mu is held.
+func (l *Layer) planRegionLocked(sp cspan, near int64) []run {
+	ms := l.toc.Members
+	a := sort.Search(len(ms), func(i int) bool { return ms[i].Offset >= sp.lo })
+	b := sort.Search(len(ms), func(i int) bool { return ms[i].Offset >= sp.hi }) - 1
+	free := func(j int) bool {
+		return l.flights[j] == nil && l.hints[j] != hintCached && !l.mem.contains(ms[j].Digest)
+	}
+	// The free stretches of the region.
+	var stretches []run
+	var total int64
+	for j := a; j <= b; j++ {
+		if !free(j) {
+			continue
+		}
+		r := run{j, j}
+		for r.last+1 <= b && free(r.last+1) {
+			r.last++
+		}
+		j = r.last
+		if n := ms[r.last].Offset + ms[r.last].Size - ms[r.first].Offset; n >= l.o.minRequest/4 {
+			stretches = append(stretches, r)
+			total += n
+		}
+	}
+	if len(stretches) == 0 {
+		return nil
+	}
+	sort.Slice(stretches, func(x, y int) bool {
+		return dist(ms[stretches[x].first].Offset, near) < dist(ms[stretches[y].first].Offset, near)
+	})
+	chunk := min(max(total/maxPrefetchRuns, l.o.minRequest), l.o.maxRequest)
+	var runs []run
+	for _, st := range stretches {
+		for j := st.first; j <= st.last && len(runs) < maxPrefetchRuns; {
+			r := run{j, j}
+			n := ms[j].Size
+			for r.last+1 <= st.last && n+ms[r.last+1].Size <= chunk {
+				r.last++
+				n += ms[r.last].Size
+			}
+			runs = append(runs, r)
+			j = r.last + 1
+		}
+	}
+	for _, r := range runs {
+		for j := r.first; j <= r.last; j++ {
+			l.flights[j] = &flight{done: make(chan struct{})}
+		}
+	}
+	return runs
+}
+
+func dist(x, y int64) int64 {
+	if x > y {
+		return x - y
+	}
+	return y - x
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -160,4 +161,28 @@ func TestRegionOfPackage(t *testing.T) {
 	assert.GreaterOrEqual(t, reg.hi, toc.Members[lm].Offset+toc.Members[lm].Size)
 	far := lookup(t, l, farName(0))
 	assert.LessOrEqual(t, reg.hi, toc.Members[far.Member].Offset+toc.Members[far.Member].Size)
+}
+
+func TestReadaheadPrefetchesRegion(t *testing.T) {
+	ctx := context.Background()
+	ta := readaheadArchive(t)
+	f := newFake(t, []zenodotest.SeedFile{{Name: archive.ArchiveFileName, Data: ta.tar}, {Name: archive.IndexFileName, Data: ta.index}})
+	op := newOpener(t, f.client(t), WithCache(memCacheOf(t)), WithMinRequest(raMin), WithMaxRequest(raMax))
+	img, err := op.Open(ctx, f.ref(t))
+	require.NoError(t, err)
+	l, err := img.Layer(ctx, ta.layers[0])
+	require.NoError(t, err)
+	f.reset()
+
+	// An import reads a package's files in no particular order: from the
+	// second miss on, the package's region is fetched by a few requests.
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, i := range r.Perm(raFiles) {
+		got, err := readFile(ctx, l, lookup(t, l, raName("mod", i)), 16<<10)
+		require.NoError(t, err)
+		require.Equal(t, ta.files[0][raName("mod", i)], got)
+	}
+	idle(l)
+	sizes := rangeBytes(t, f.srv.Requests())
+	assert.Less(t, len(sizes), raFiles/8, "request sizes: %v", sizes)
 }
