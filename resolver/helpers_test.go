@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -24,6 +23,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo/zenodotest"
@@ -64,15 +64,6 @@ type imageOpts struct {
 	label string
 }
 
-func pseudoRandom(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 func makeTarGz(t testing.TB, files map[string][]byte, order []string) (gz []byte, tarb []byte) {
 	t.Helper()
 	var buf bytes.Buffer
@@ -109,10 +100,10 @@ func newTestImage(t testing.TB, o imageOpts) *testImage {
 	}
 	layerFiles := []map[string][]byte{
 		{"etc/hostname": []byte("zenodo\n"), "etc/motd": []byte(fmt.Sprintf("image %d\n", o.seed))},
-		{"usr/share/doc/a.txt": bytes.Repeat([]byte("a"), 5000), "usr/share/doc/b.txt": pseudoRandom(o.seed+1, 20000)},
+		{"usr/share/doc/a.txt": bytes.Repeat([]byte("a"), 5000), "usr/share/doc/b.txt": testutil.PseudoRandom(o.seed+1, 20000)},
 	}
 	if o.big > 0 {
-		layerFiles = append(layerFiles, map[string][]byte{"data/big.bin": pseudoRandom(o.seed+2, o.big)})
+		layerFiles = append(layerFiles, map[string][]byte{"data/big.bin": testutil.PseudoRandom(o.seed+2, o.big)})
 	}
 	var diffIDs []digest.Digest
 	for _, files := range layerFiles {

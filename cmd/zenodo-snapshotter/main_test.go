@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo/zenodotest"
 )
 
@@ -227,18 +228,6 @@ func TestVersionCmd(t *testing.T) {
 	assert.True(t, strings.HasPrefix(out, "zenodo-snapshotter "), out)
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	msg := "!!! SKIPPING: serve runs containerd's overlay snapshotter, which needs root"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + " — CI=true, so this is a failure")
-	}
-	t.Skip(msg)
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -270,7 +259,7 @@ func waitFor(t *testing.T, what string, check func() error) {
 // snapshotter socket, the registry endpoint and /metrics answer, and
 // cancelling the context stops it cleanly, removing the socket.
 func TestServe(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "serve, which runs containerd's overlay snapshotter,")
 	_, ts := zenodotest.NewTestServer(t)
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "run", "zs.sock")

@@ -20,6 +20,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 )
 
 // skopeo runs skopeo with a private TMPDIR and returns its stdout.
@@ -129,7 +131,7 @@ func makeForeign(t *testing.T, ti *testImage) []foreignCase {
 			foreignCase{name: "skopeo oci-archive gzipped", data: gzipBytes(t, oci), names: []string{"example.org/busy:1.2"}},
 		)
 	} else {
-		skipOrFail(t, "skopeo is not installed (apt-get install skopeo): %v", err)
+		testutil.SkipOrFail(t, "skopeo is not installed (apt-get install skopeo): %v", err)
 	}
 
 	// ctr export (containerd's exporter, also used by nerdctl save).

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,8 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 )
 
 // tfile is one entry of a test layer.
@@ -76,19 +77,9 @@ func readBusybox(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		skipOrFail(t, "/bin/busybox (Debian busybox-static) is needed to build the test image: %v", err)
+		testutil.SkipOrFail(t, "/bin/busybox (Debian busybox-static) is needed to build the test image: %v", err)
 	}
 	return b
-}
-
-// skipOrFail skips with a loud reason, or fails when CI=true.
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true, so not skipping: %s", msg)
-	}
-	t.Skipf("SKIPPING (missing prerequisite): %s", msg)
 }
 
 // requireSkopeo returns skopeo's path or skips loudly (fails under CI=true).
@@ -96,18 +87,9 @@ func requireSkopeo(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("skopeo")
 	if err != nil {
-		skipOrFail(t, "skopeo is not installed (apt-get install skopeo): %v", err)
+		testutil.SkipOrFail(t, "skopeo is not installed (apt-get install skopeo): %v", err)
 	}
 	return p
-}
-
-func pseudoRandom(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
 }
 
 func makeTar(t testing.TB, files []tfile) []byte {
@@ -177,7 +159,7 @@ func layerType(docker bool, c compression) string {
 // (gzip), a 1 MiB file and 50 small ones (zstd), links (uncompressed).
 func testLayers(busybox []byte) []tlayer {
 	small := []tfile{{name: "usr/", typ: tar.TypeDir}, {name: "usr/share/", typ: tar.TypeDir}, {name: "usr/share/data/", typ: tar.TypeDir},
-		{name: "usr/share/data/big.bin", typ: tar.TypeReg, data: pseudoRandom(1, 1<<20)}}
+		{name: "usr/share/data/big.bin", typ: tar.TypeReg, data: testutil.PseudoRandom(1, 1<<20)}}
 	for i := range 50 {
 		small = append(small, tfile{name: fmt.Sprintf("usr/share/data/f%02d.txt", i), typ: tar.TypeReg,
 			data: bytes.Repeat([]byte(fmt.Sprintf("file %d\n", i)), 100+i*37)})

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 )
 
 // wideFiles is a layer of 10,000 entries: 100 directories of 99 small files.
@@ -48,7 +50,7 @@ func statWalk(tb testing.TB, root string) int {
 // kernel caches filled by earlier iterations; cold: a fresh mount each
 // time) and, as the baseline, the same tree extracted to a plain directory.
 func BenchmarkStatWalk(b *testing.B) {
-	requireFUSE(b)
+	testutil.RequireFUSE(b)
 	tarball := tarOf(b, wideFiles())
 	layer := layerOf(b, tarball)
 	plain := extract(b, tarball)
@@ -97,7 +99,7 @@ func BenchmarkStatWalk(b *testing.B) {
 
 // BenchmarkMount measures building the tree of a 10k-entry TOC and mounting it.
 func BenchmarkMount(b *testing.B) {
-	requireFUSE(b)
+	testutil.RequireFUSE(b)
 	layer := layerOf(b, tarOf(b, wideFiles()))
 	mnt := b.TempDir()
 	for b.Loop() {
@@ -118,7 +120,7 @@ func BenchmarkMount(b *testing.B) {
 // goes through Layer.ReadAt), through FUSE from the page cache, and from a
 // plain file in the page cache as the baseline.
 func BenchmarkRead(b *testing.B) {
-	requireFUSE(b)
+	testutil.RequireFUSE(b)
 	const size = 16 << 20
 	tarball := tarOf(b, []file{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "big", Mode: 0o644, ModTime: mt1}, body: randomBytes(size, 2)}})
 	layer := layerOf(b, tarball)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 )
 
@@ -53,7 +54,7 @@ func run(t *testing.T, cred *syscall.Credential, args ...string) (string, error)
 // TestExecFromLayer runs a program stored in the lazy layer, directly and
 // through an overlay, as a container would.
 func TestExecFromLayer(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	bb := requireBusybox(t)
 	mnt := mountLayer(t, layerOf(t, tarOf(t, []file{
 		dir("bin/", 0o755, 0, mt1),
@@ -79,7 +80,7 @@ func TestExecFromLayer(t *testing.T) {
 // TestMountPermissions checks that the kernel enforces the layer's modes and
 // owners for other users (default_permissions, allow_other).
 func TestMountPermissions(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	requireBusybox(t)
 	mnt := mountLayer(t, layerOf(t, tarOf(t, []file{
 		dir("secret/", 0o755, 0, mt1),
@@ -108,7 +109,7 @@ func TestMountPermissions(t *testing.T) {
 // process dies, the request runs on until the timeout. A direct read is
 // synchronous: the kernel interrupts it and the Layer's context is cancelled.
 func TestReadInterrupted(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	requireBusybox(t)
 	for _, tc := range []struct {
 		name            string

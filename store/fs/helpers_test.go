@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -19,28 +18,6 @@ import (
 
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 )
-
-// requireFUSE skips (or, with CI=true, fails) a test that needs root and
-// /dev/fuse when they are missing.
-func requireFUSE(tb testing.TB) {
-	tb.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "not running as root"
-	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		why = fmt.Sprintf("cannot open /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
-	if why == "" {
-		return
-	}
-	msg := "!!! SKIPPING: this test mounts FUSE filesystems and needs root and /dev/fuse (" + why + ")"
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg + " — CI=true, so this is a failure")
-	}
-	tb.Skip(msg)
-}
 
 // memLayer is an in-memory Layer: a TOC and the contents of its regular
 // files, by entry name. readAt, when set, replaces the normal ReadAt.

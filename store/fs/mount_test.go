@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 )
 
@@ -216,7 +217,7 @@ func compareTrees(t *testing.T, want, got string, withContents bool) {
 }
 
 func TestMountMatchesExtraction(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	tarball := tarOf(t, sampleFiles())
 	want := extract(t, tarball)
 	layer := layerOf(t, tarball)
@@ -245,7 +246,7 @@ func TestMountMatchesExtraction(t *testing.T) {
 }
 
 func TestMountOverlayForm(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := mountLayer(t, layerOf(t, tarOf(t, sampleFiles())))
 
 	t.Run("whiteout is a char device 0/0", func(t *testing.T) {
@@ -318,7 +319,7 @@ func TestMountOverlayForm(t *testing.T) {
 }
 
 func TestMountUserXattr(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := mountLayer(t, layerOf(t, tarOf(t, sampleFiles())), WithUserXattr(true))
 	assert.Equal(t, map[string]string{"user.overlay.opaque": "y"}, listXattrs(t, filepath.Join(mnt, "opq")))
 }
@@ -344,7 +345,7 @@ func readBounded(t *testing.T, p string) error {
 }
 
 func TestMountReadErrors(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	errBroken := errors.New("layer is broken")
 	for _, tc := range []struct {
 		name    string
@@ -423,7 +424,7 @@ func TestMountBadArguments(t *testing.T) {
 }
 
 func TestUnmount(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	layer := layerOf(t, tarOf(t, sampleFiles()))
 
 	t.Run("twice", func(t *testing.T) {

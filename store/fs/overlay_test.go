@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 )
 
 // requireOverlay skips (or fails with CI=true) when overlayfs is missing.
@@ -56,7 +58,7 @@ func mountOverlay(t *testing.T, lowers []string, upper bool) (merged, upperDir s
 // whiteouts must hide files of the layer below and its opaque directories
 // must hide that layer's contents.
 func TestOverlayLower(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	requireOverlay(t)
 
 	below := t.TempDir()
@@ -169,7 +171,7 @@ func TestOverlayLower(t *testing.T) {
 // TestUnmountUnderOverlay unmounts the FUSE layer while an overlay still uses
 // it: the overlay keeps working, and the server stops once the overlay goes.
 func TestUnmountUnderOverlay(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	requireOverlay(t)
 	layer := layerOf(t, tarOf(t, sampleFiles()))
 	mnt := t.TempDir()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 )
 
@@ -26,7 +27,7 @@ func (l *blobLayer) ReadAt(ctx context.Context, e *seekable.Entry, p []byte, off
 // TestMountSeekableLayer converts the sample tar with seekable.Convert and
 // mounts its real TOC: the tree must match containerd's extraction.
 func TestMountSeekableLayer(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	tarball := tarOf(t, sampleFiles())
 	var blob bytes.Buffer
 	res, err := seekable.Convert(context.Background(), &blob, bytes.NewReader(tarball))

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/snapshot"
@@ -29,45 +29,14 @@ import (
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/zenodo/zenodotest"
 )
 
-// requireFUSE skips (or, with CI=true, fails) a test that needs root and
-// /dev/fuse when they are missing.
-func requireFUSE(tb testing.TB) {
-	tb.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = "not running as root"
-	} else if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		why = fmt.Sprintf("cannot open /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
-	if why == "" {
-		return
-	}
-	msg := "!!! SKIPPING: this test mounts FUSE filesystems and needs root and /dev/fuse (" + why + ")"
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg + " — CI=true, so this is a failure")
-	}
-	tb.Skip(msg)
-}
-
-func pseudoRandom(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 // testFiles are the regular files of the test layer, by path.
 func testFiles() map[string][]byte {
 	files := map[string][]byte{
 		"etc/hostname": []byte("zenodo\n"),
-		"usr/big.bin":  pseudoRandom(1, 3<<20),
+		"usr/big.bin":  testutil.PseudoRandom(1, 3<<20),
 	}
 	for i := range 32 {
-		files[fmt.Sprintf("usr/lib/f%02d", i)] = pseudoRandom(uint64(100+i), 8<<10)
+		files[fmt.Sprintf("usr/lib/f%02d", i)] = testutil.PseudoRandom(uint64(100+i), 8<<10)
 	}
 	return files
 }

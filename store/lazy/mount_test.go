@@ -11,10 +11,11 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/cache"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/remote"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/seekable"
@@ -27,7 +28,7 @@ import (
 // reads back byte for byte, a second mount of the same layer shares its
 // reader (no new request), and labels naming no layer of the record fail.
 func TestMountRemote(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	require.NoError(t, err)
@@ -61,8 +62,8 @@ func TestMountRemote(t *testing.T) {
 		require.NoError(t, err, name)
 		require.Equal(t, digest.FromBytes(want), digest.FromBytes(got), name)
 	}
-	assert.Positive(t, testutil.ToFloat64(m.readBytes))
-	assert.Positive(t, testutil.ToFloat64(m.fetchedBytes.WithLabelValues("on-demand")))
+	assert.Positive(t, promtest.ToFloat64(m.readBytes))
+	assert.Positive(t, promtest.ToFloat64(m.fetchedBytes.WithLabelValues("on-demand")))
 
 	// The second mount reads what the first fetched, without a request.
 	reqs.reset()
@@ -71,12 +72,12 @@ func TestMountRemote(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, digest.FromBytes(pub.files["usr/big.bin"]), digest.FromBytes(got))
 	assert.Empty(t, reqs.files(), "shared reader, cached members")
-	assert.Equal(t, 2.0, testutil.ToFloat64(m.mountedLayers))
-	assert.Equal(t, 1.0, testutil.ToFloat64(m.openLayers))
+	assert.Equal(t, 2.0, promtest.ToFloat64(m.mountedLayers))
+	assert.Equal(t, 1.0, promtest.ToFloat64(m.openLayers))
 
 	require.NoError(t, f.Unmount(t.Context(), mp1))
 	require.NoError(t, f.Unmount(t.Context(), mp2))
-	assert.Equal(t, 0.0, testutil.ToFloat64(m.openLayers))
+	assert.Equal(t, 0.0, promtest.ToFloat64(m.openLayers))
 
 	// Labels that locate nothing: the snapshotter falls back.
 	err = f.Mount(t.Context(), mp1, map[string]string{snapshot.LabelDOI: pub.doi, snapshot.LabelTOCDigest: digest.FromString("x").String()})
@@ -92,7 +93,7 @@ func TestMountRemote(t *testing.T) {
 // into the cache with one request, after which every file reads without
 // any.
 func TestMountBackgroundFill(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	reqs := &requestLog{}
 	_, client := newFake(t, zenodo.WithObserver(reqs.observe))
 	pub := publish(t, client, testFiles())
