@@ -4,7 +4,6 @@
 package fsutil
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -51,13 +50,11 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (retErr error) 
 
 // ReadFileLimit reads the file path, which must hold at most limit bytes:
 // a larger one is an error wrapping errdefs.ErrInvalidArgument, after
-// reading no more than limit+1 bytes. A missing file is an error matching
-// both fs.ErrNotExist and errdefs.ErrNotFound.
+// reading no more than limit+1 bytes. Errors opening the file are os.Open's
+// (a missing file matches fs.ErrNotExist): what a missing file means is the
+// caller's to say.
 func ReadFileLimit(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	}
 	if err != nil {
 		return nil, err
 	}

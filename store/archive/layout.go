@@ -75,6 +75,9 @@ func (p *layoutProvider) indexJSON(dgst digest.Digest) (content.ReaderAt, bool) 
 // however many names), else index.json itself as an image index.
 func LayoutRoot(dir string) (ocispec.Descriptor, []string, error) {
 	data, err := fsutil.ReadFileLimit(filepath.Join(dir, ocispec.ImageIndexFile), maxJSONSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
