@@ -71,10 +71,22 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	hc := o.httpClient
+	if o.token != "" {
+		// The token goes on every hop of a request, redirects included,
+		// that is on the client's own origin, and on no other.
+		withAuth := *hc
+		base := hc.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		withAuth.Transport = &authTransport{base: base, origin: u, header: "Bearer " + o.token}
+		hc = &withAuth
+	}
 	return &Client{
 		base:        u,
 		token:       o.token,
-		hc:          o.httpClient,
+		hc:          hc,
 		userAgent:   o.userAgent,
 		budget:      newBudget(o.perMinute, o.burst, o.perHour, o.clock),
 		maxAttempts: o.maxAttempts,
@@ -344,9 +356,6 @@ func (c *Client) attempt(ctx context.Context, cl *call, safeURL string, attempt 
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "application/json")
 	}
-	if c.token != "" && sameOrigin(req.URL, c.base) {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if cause := context.Cause(actx); ctx.Err() == nil && cause != nil {
@@ -514,6 +523,38 @@ func (c *Client) resolveLink(link string) (string, error) {
 	base := *c.base
 	base.Path += "/"
 	return base.ResolveReference(u).String(), nil
+}
+
+// authTransport sends the token on the requests to the client's own origin
+// (scheme, host and port), and on no other. It is a transport rather than
+// a header set on each request because http.Client forwards an
+// Authorization header on a redirect to any URL with the same host name,
+// whatever its scheme or port: a redirect to http:// would send the token
+// in clear text.
+type authTransport struct {
+	base   http.RoundTripper
+	origin *url.URL
+	header string
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch {
+	case sameOrigin(req.URL, t.origin):
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", t.header)
+	case req.Header.Get("Authorization") != "":
+		req = req.Clone(req.Context())
+		req.Header.Del("Authorization")
+	}
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle connections of the base transport.
+func (t *authTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // sameOrigin reports whether u is on the client's own scheme and host, the

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,6 +127,50 @@ func TestRequestHeaders(t *testing.T) {
 	assert.Equal(t, "", auth["other /api/files/b/f"])
 	assert.Equal(t, "probe/1.0", auth["ua"])
 	assert.NotContains(t, auth["query"], testToken)
+}
+
+// TestTokenStaysOnOrigin: a redirect takes the token along only to the
+// client's own origin. (http.Client forwards Authorization to any URL with
+// the same host name, whatever its scheme or port.)
+func TestTokenStaysOnOrigin(t *testing.T) {
+	var mu sync.Mutex
+	auth := map[string]string{}
+	record := func(w http.ResponseWriter, r *http.Request, who string) {
+		mu.Lock()
+		auth[who+" "+r.URL.Path] = r.Header.Get("Authorization")
+		mu.Unlock()
+	}
+	// Same host name (127.0.0.1), another port and scheme.
+	plain := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(w, r, "plain")
+		fmt.Fprint(w, `{"id": 1, "links": {}}`)
+	}))
+	var tlsURL string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(w, r, "tls")
+		switch r.URL.Path {
+		case "/api/deposit/depositions/1":
+			http.Redirect(w, r, plain.URL+"/api/deposit/depositions/2", http.StatusFound)
+		case "/api/deposit/depositions/3":
+			http.Redirect(w, r, tlsURL+"/api/deposit/depositions/4", http.StatusFound)
+		default:
+			fmt.Fprint(w, `{"id": 4, "links": {}}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tlsURL = srv.URL
+	c := newClient(t, srv.URL, WithToken(testToken), WithHTTPClient(srv.Client()))
+
+	_, err := c.GetDeposition(context.Background(), "1")
+	require.NoError(t, err)
+	_, err = c.GetDeposition(context.Background(), "3")
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, "Bearer "+testToken, auth["tls /api/deposit/depositions/1"])
+	assert.Equal(t, "", auth["plain /api/deposit/depositions/2"], "token sent in clear text to another origin")
+	assert.Equal(t, "Bearer "+testToken, auth["tls /api/deposit/depositions/3"])
+	assert.Equal(t, "Bearer "+testToken, auth["tls /api/deposit/depositions/4"], "a redirect on the same origin keeps the token")
 }
 
 func TestRetries(t *testing.T) {
