@@ -55,8 +55,12 @@ const (
 	// so reading the whole tree evicts.
 	lazyCacheSize = 48 << 20
 	// lazyReadTimeout is how long a read of uncached data may wait for an
-	// unreachable Zenodo before it fails with EIO.
-	lazyReadTimeout = 3 * time.Second
+	// unreachable Zenodo before it fails with EIO. It bounds every read of
+	// the tests, so it leaves room for a loaded CI machine; it must stay
+	// below the 7.5 s the daemon's Zenodo client spends at least on its
+	// retries of a refused connection (backoffs of 0.5-1, 1-2, 2-4 and
+	// 4-8 s), so that an offline read ends by this timeout.
+	lazyReadTimeout = 6 * time.Second
 	// lazyTag is the tag (the record's metadata.version) of the test images.
 	lazyTag = "1.0"
 	// readyTimeout bounds every wait for a daemon to answer.
