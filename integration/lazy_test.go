@@ -345,16 +345,22 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-// fakeZenodo serves a zenodotest.Server on a fixed address that can be
-// stopped and started again (Zenodo down, Zenodo back), counting the
-// requests in flight.
+// fakeZenodo serves a zenodotest.Server on one address for the whole test,
+// and can be taken down and brought back (Zenodo down, Zenodo back). Its
+// listener stays bound while it is down, so that no other process can take
+// the port in the meantime (the tests of other packages run alongside and
+// open connections, whose local ports come from the same range); the
+// connections open when it goes down are closed, and those it accepts
+// while down are reset at once. It counts the requests in flight.
 type fakeZenodo struct {
 	srv      *zenodotest.Server
 	addr     string
+	hs       *http.Server
 	inflight atomic.Int64
 
-	mu sync.Mutex
-	hs *http.Server
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{} // accepted and not closed yet
 }
 
 func startFakeZenodo(t *testing.T) *fakeZenodo {
@@ -363,9 +369,12 @@ func startFakeZenodo(t *testing.T) *fakeZenodo {
 		zenodotest.WithLatency(zenodoLatency), zenodotest.WithBandwidth(zenodoBandwidth))
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close() })
-	f := &fakeZenodo{srv: srv, addr: freePort(t)}
-	f.start(t)
-	t.Cleanup(func() { f.stop(t) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	f := &fakeZenodo{srv: srv, addr: l.Addr().String(), conns: map[net.Conn]struct{}{}}
+	f.hs = &http.Server{Handler: f, ConnState: f.connState}
+	go f.hs.Serve(gateListener{Listener: l, f: f})
+	t.Cleanup(func() { f.hs.Close() })
 	return f
 }
 
@@ -377,28 +386,59 @@ func (f *fakeZenodo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.srv.ServeHTTP(w, r)
 }
 
-// start serves again on the same address; a no-op while serving.
+// connState forgets the connections that are closed.
+func (f *fakeZenodo) connState(c net.Conn, s http.ConnState) {
+	if s == http.StateClosed || s == http.StateHijacked {
+		f.mu.Lock()
+		delete(f.conns, c)
+		f.mu.Unlock()
+	}
+}
+
+// start brings the fake back up; a no-op while it is up.
 func (f *fakeZenodo) start(t *testing.T) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.hs != nil {
-		return
-	}
-	l, err := net.Listen("tcp", f.addr)
-	require.NoError(t, err, "listening on the fake Zenodo's address again")
-	f.hs = &http.Server{Handler: f}
-	go f.hs.Serve(l)
+	f.down = false
 }
 
-// stop closes the listener and every connection.
+// stop takes the fake down: every open connection is closed, and new ones
+// are reset until start.
 func (f *fakeZenodo) stop(t *testing.T) {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.hs != nil {
-		f.hs.Close()
-		f.hs = nil
+	f.down = true
+	for c := range f.conns {
+		c.Close()
+	}
+}
+
+// gateListener hands the fake's server the connections it accepts while
+// the fake is up, recording them, and resets the others.
+type gateListener struct {
+	net.Listener
+	f *fakeZenodo
+}
+
+func (l gateListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.f.mu.Lock()
+		if !l.f.down {
+			l.f.conns[c] = struct{}{}
+			l.f.mu.Unlock()
+			return c, nil
+		}
+		l.f.mu.Unlock()
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
 	}
 }
 
