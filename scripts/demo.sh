@@ -157,6 +157,7 @@ run ctr2 run --rm "$ref" hello-ctr
 zenodo_traffic
 
 step "8. donodo pull: a full import, as the Python donodo did, plus checksums"
+say "(containerd shares blobs across namespaces: the layers step 7 fetched are not downloaded again)"
 run "$BIN/donodo" --address "$work/containerd.sock" --namespace demo-full --zenodo-url "$ZURL" pull "zenodo.org/$doi"
 run "$CTR" --address "$work/containerd.sock" --namespace demo-full run --rm "$ref" hello-full
 zenodo_traffic
