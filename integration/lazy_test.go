@@ -18,7 +18,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/integration/containerdtest"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/integration/testimage"
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/resolver"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/archive"
 	"github.com/zenodo-snapshotter/zenodo-snapshotter/store/snapshot"
@@ -134,9 +134,9 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 		}
 		assert.LessOrEqual(t, st.bytes, big.archiveSize/10, "a lazy start fetches at most 10%% of the archive")
 		m := sd.metrics(t)
-		assert.GreaterOrEqual(t, m.sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`), float64(len(big.layers)),
+		assert.GreaterOrEqual(t, m.Sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`), float64(len(big.layers)),
 			"every layer mounted lazily")
-		assert.Zero(t, m.sum("zenodo_snapshotter_snapshot_fallbacks_total", ""))
+		assert.Zero(t, m.Sum("zenodo_snapshotter_snapshot_fallbacks_total", ""))
 	})
 	if !ok {
 		return
@@ -162,8 +162,8 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 		assert.Equal(t, testimage.Hello+"\n", out)
 		assert.Empty(t, fake.srv.Requests(), "Zenodo is down")
 		m := sd.metrics(t)
-		assert.GreaterOrEqual(t, m.sum("zenodo_snapshotter_snapshot_remote_events_total", `event="restored"`), float64(len(big.layers)))
-		assert.Positive(t, m.sum("zenodo_snapshotter_image_opens_total", `mode="state"`), "opened from the state directory")
+		assert.GreaterOrEqual(t, m.Sum("zenodo_snapshotter_snapshot_remote_events_total", `event="restored"`), float64(len(big.layers)))
+		assert.Positive(t, m.Sum("zenodo_snapshotter_image_opens_total", `mode="state"`), "opened from the state directory")
 
 		t.Run("uncached read fails with EIO", func(t *testing.T) {
 			file := big.largestFile(t, "data/")
@@ -177,7 +177,7 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 			// "Input/output error", musl "I/O error".
 			assert.Regexp(t, `Input/output error|I/O error`, out, "EIO")
 			m := sd.metrics(t)
-			assert.Positive(t, m.sum("zenodo_snapshotter_fs_read_duration_seconds_count", `result="timeout"`))
+			assert.Positive(t, m.Sum("zenodo_snapshotter_fs_read_duration_seconds_count", `result="timeout"`))
 		})
 		// The container that ran across the kill lost its lazy layers with
 		// the FUSE servers of the killed daemon (as with any FUSE
@@ -193,13 +193,13 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 		got := parseSums(t, out)
 		assert.Equal(t, big.sums(), got)
 		m := sd.metrics(t)
-		assert.Positive(t, m.sum("zenodo_snapshotter_cache_events_total", `event="evict"`), "the cache is smaller than the image")
-		assert.LessOrEqual(t, m.sum("zenodo_snapshotter_cache_bytes", ""), float64(lazyCacheSize))
+		assert.Positive(t, m.Sum("zenodo_snapshotter_cache_events_total", `event="evict"`), "the cache is smaller than the image")
+		assert.LessOrEqual(t, m.Sum("zenodo_snapshotter_cache_bytes", ""), float64(lazyCacheSize))
 		assert.LessOrEqual(t, dirSize(t, filepath.Join(sd.root, "cache")), int64(lazyCacheSize)+1<<20)
 	})
 
 	t.Run("layers without TOC fall back", func(t *testing.T) {
-		before := sd.metrics(t).sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`)
+		before := sd.metrics(t).Sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`)
 		fake.srv.ResetRequests()
 		pull(t, ctx, d, certs, plain.ref)
 		out := run(t, "plain", plain.ref)
@@ -207,7 +207,7 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 		st := fileStats(fake.quiescentRequests(t))
 		own := plain.layers[len(plain.layers)-1]
 		assert.GreaterOrEqual(t, st.bytes, own.Size, "its own layer downloaded whole")
-		assert.Equal(t, before, sd.metrics(t).sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`),
+		assert.Equal(t, before, sd.metrics(t).Sum("zenodo_snapshotter_snapshot_remote_events_total", `event="mounted"`),
 			"nothing mounted lazily")
 	})
 
@@ -277,9 +277,9 @@ func testLazyPull(t *testing.T, v containerdtest.Version, bin string, fake *fake
 		// The same layers in a second namespace share the first one's
 		// lazy snapshots, or mount them again over the same readers.
 		m := sd.metrics(t)
-		t.Logf("after nerdctl: %v lazy mounts over %v layer readers", m.sum("zenodo_snapshotter_fs_mounted_layers", ""),
-			m.sum("zenodo_snapshotter_fs_open_layers", ""))
-		assert.LessOrEqual(t, m.sum("zenodo_snapshotter_fs_open_layers", ""), float64(len(big.layers)))
+		t.Logf("after nerdctl: %v lazy mounts over %v layer readers", m.Sum("zenodo_snapshotter_fs_mounted_layers", ""),
+			m.Sum("zenodo_snapshotter_fs_open_layers", ""))
+		assert.LessOrEqual(t, m.Sum("zenodo_snapshotter_fs_open_layers", ""), float64(len(big.layers)))
 	})
 }
 
@@ -815,32 +815,7 @@ func (sd *snapshotterDaemon) metrics(t *testing.T) promText {
 }
 
 // promText is a Prometheus text exposition.
-type promText string
-
-// sum adds the values of the samples of metric name whose labels contain
-// the substring labels.
-func (p promText) sum(name, labels string) float64 {
-	var total float64
-	for _, line := range strings.Split(string(p), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		series, value := line[:i], line[i+1:]
-		metric, lbls, _ := strings.Cut(series, "{")
-		if metric != name || !strings.Contains(lbls, labels) {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err == nil {
-			total += v
-		}
-	}
-	return total
-}
+type promText = testutil.PromText
 
 // detachMounts lazily unmounts whatever is still mounted below dir
 // (deepest first), so that the temporary directory can be removed even

@@ -370,12 +370,12 @@ func benchLazy(b *testing.B, cfg *config, v containerdtest.Version, img *Image, 
 
 	runFirstOutput(b, cfg, d, &c, start, resolver.SnapshotterName, ref, img.Spec.Command)
 	m := sd.metrics(b)
-	c.Requests = int(m.sum("zenodo_snapshotter_zenodo_requests_total", ""))
-	c.Bytes = int64(m.sum("zenodo_snapshotter_zenodo_transfer_bytes_total", `method="GET"`))
-	c.OnDemandRequests = int(m.sum("zenodo_snapshotter_layer_fetches_total", `kind="on-demand"`))
-	c.OnDemandBytes = int64(m.sum("zenodo_snapshotter_layer_fetched_bytes_total", `kind="on-demand"`))
-	c.RateLimitWaits = int(m.sum("zenodo_snapshotter_zenodo_rate_limit_waits_total", ""))
-	c.RateLimitWaitSeconds = m.sum("zenodo_snapshotter_zenodo_rate_limit_wait_seconds_total", "")
+	c.Requests = int(m.Sum("zenodo_snapshotter_zenodo_requests_total", ""))
+	c.Bytes = int64(m.Sum("zenodo_snapshotter_zenodo_transfer_bytes_total", `method="GET"`))
+	c.OnDemandRequests = int(m.Sum("zenodo_snapshotter_layer_fetches_total", `kind="on-demand"`))
+	c.OnDemandBytes = int64(m.Sum("zenodo_snapshotter_layer_fetched_bytes_total", `kind="on-demand"`))
+	c.RateLimitWaits = int(m.Sum("zenodo_snapshotter_zenodo_rate_limit_waits_total", ""))
+	c.RateLimitWaitSeconds = m.Sum("zenodo_snapshotter_zenodo_rate_limit_wait_seconds_total", "")
 
 	// The background fill: one request per layer, then quiet.
 	deadline := time.Now().Add(cfg.fillWait)
@@ -383,9 +383,9 @@ func benchLazy(b *testing.B, cfg *config, v containerdtest.Version, img *Image, 
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		m := sd.metrics(b)
-		if m.sum("zenodo_snapshotter_layer_fills_total", "") >= 1 {
+		if m.Sum("zenodo_snapshotter_layer_fills_total", "") >= 1 {
 			c.FillSeconds = time.Since(start).Seconds()
-			if failed := m.sum("zenodo_snapshotter_layer_fills_total", `result="failed"`); failed > 0 {
+			if failed := m.Sum("zenodo_snapshotter_layer_fills_total", `result="failed"`); failed > 0 {
 				b.Logf("lazy: %v background fills failed (see %s)", failed, sd.logPath)
 				c.FillSeconds = 0
 			}

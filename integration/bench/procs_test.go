@@ -21,6 +21,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/zenodo-snapshotter/zenodo-snapshotter/internal/testutil"
 )
 
 const (
@@ -338,31 +340,7 @@ func parseVmHWM(r io.Reader) (int64, error) {
 }
 
 // promText is a Prometheus text exposition.
-type promText string
-
-// sum adds the values of metric name's samples whose labels contain the
-// substring labels.
-func (p promText) sum(name, labels string) float64 {
-	var total float64
-	for _, line := range strings.Split(string(p), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		series, value := line[:i], line[i+1:]
-		metric, lbls, _ := strings.Cut(series, "{")
-		if metric != name || !strings.Contains(lbls, labels) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			total += v
-		}
-	}
-	return total
-}
+type promText = testutil.PromText
 
 // detachMounts lazily unmounts whatever is still mounted below dir,
 // deepest first, so a daemon that died with FUSE mounts in place does not
@@ -423,8 +401,8 @@ zenodo_snapshotter_zenodo_requests_total_other 100
 zenodo_snapshotter_layer_fills_total{result="done"} 1
 bad line
 `)
-	assert.InDelta(t, 8.0, p.sum("zenodo_snapshotter_zenodo_requests_total", ""), 1e-9)
-	assert.InDelta(t, 3.0, p.sum("zenodo_snapshotter_zenodo_requests_total", `code="206"`), 1e-9)
-	assert.InDelta(t, 1.0, p.sum("zenodo_snapshotter_layer_fills_total", `result="done"`), 1e-9)
-	assert.Zero(t, p.sum("missing", ""))
+	assert.InDelta(t, 8.0, p.Sum("zenodo_snapshotter_zenodo_requests_total", ""), 1e-9)
+	assert.InDelta(t, 3.0, p.Sum("zenodo_snapshotter_zenodo_requests_total", `code="206"`), 1e-9)
+	assert.InDelta(t, 1.0, p.Sum("zenodo_snapshotter_layer_fills_total", `result="done"`), 1e-9)
+	assert.Zero(t, p.Sum("missing", ""))
 }
