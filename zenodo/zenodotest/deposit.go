@@ -131,6 +131,22 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request, owner int) *reco
 	return rec
 }
 
+// lockedRecord authenticates r, locks s.mu and looks up the caller's
+// deposition named by the path. On success the caller holds s.mu and must
+// unlock it; on failure the error response is written and s.mu is not held.
+func (s *Server) lockedRecord(w http.ResponseWriter, r *http.Request) *record {
+	owner, ok := s.auth(w, r)
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	rec := s.lookup(w, r, owner)
+	if rec == nil {
+		s.mu.Unlock()
+	}
+	return rec
+}
+
 // answer is a response computed under s.mu and written after unlocking.
 type answer struct {
 	status int
@@ -186,14 +202,8 @@ func (s *Server) createDeposition(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getDeposition(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
-		s.mu.Unlock()
 		return
 	}
 	a := answer{status: http.StatusOK, body: s.deposition(baseURL(r), rec), etag: rec.Revision}
@@ -242,16 +252,11 @@ func (s *Server) deleteRecord(rec *record) {
 
 // discard deletes a draft or reverts an edit; answers 204.
 func (s *Server) discard(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	switch {
 	case !rec.Published:
 		s.deleteRecord(rec)
@@ -302,16 +307,11 @@ func checkPublishable(rec *record) []fieldError {
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	if rec.Published && !rec.Editing {
 		writeLegacyError(w, http.StatusBadRequest, "The deposition is already published.")
 		return
@@ -345,16 +345,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 // of the latest version into it, which fails with "Please remove all files
 // first." when the draft already has files.
 func (s *Server) newVersion(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	if !rec.Published {
 		writeLegacyError(w, http.StatusNotFound, msgPIDUnregistered)
 		return
@@ -395,16 +390,11 @@ func (s *Server) newVersion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) edit(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	if !rec.Published {
 		writeLegacyError(w, http.StatusNotFound, msgPIDUnregistered)
 		return
@@ -439,16 +429,11 @@ func (s *Server) listDepositionFiles(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getDepositionFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	f := rec.fileByID(r.PathValue("fid"))
 	if f == nil {
 		writeLegacyError(w, http.StatusNotFound, msgRouteNotFound)
@@ -458,16 +443,11 @@ func (s *Server) getDepositionFile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteDepositionFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := s.auth(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec := s.lookup(w, r, owner)
+	rec := s.lockedRecord(w, r)
 	if rec == nil {
 		return
 	}
+	defer s.mu.Unlock()
 	f := rec.fileByID(r.PathValue("fid"))
 	if f == nil {
 		writeLegacyError(w, http.StatusNotFound, msgRouteNotFound)
